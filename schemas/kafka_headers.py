@@ -1,0 +1,18 @@
+"""Header names on `clever.events.v1` records (values are UTF-8 bytes): wire contract."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+EVENT_ID = "event-id"
+EVENT_TYPE = "event-type"
+SOURCE = "source"
+RECEIVED_AT = "received-at"  # ISO 8601, UTC, when the door received the event
+TRACEPARENT = "traceparent"  # W3C trace context
+
+SOURCES = ("webhook", "poller", "backfill")
+
+
+def header_map(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
+    """Decodes a record's headers; the last value wins when a name repeats."""
+    return {name: value.decode("utf-8", "replace") for name, value in headers}

@@ -1,0 +1,34 @@
+"""The API process: FastAPI app factory and the resources its lifespan owns."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import health
+from service.db.engine import database_url, make_engine
+from service.kafka.config import bootstrap_servers
+from service.kafka.gateway import KafkaGateway
+from service.metrics import RequestMetrics
+from service.settings import Settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.engine = make_engine(database_url(settings))
+        app.state.kafka = KafkaGateway(bootstrap_servers(settings))
+        app.state.kafka.start()
+        try:
+            yield
+        finally:
+            await app.state.kafka.stop()
+            await app.state.engine.dispose()
+
+    app = FastAPI(title="roster-sync", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(RequestMetrics)
+    app.include_router(health.router)
+    return app

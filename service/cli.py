@@ -1,0 +1,102 @@
+"""The `roster` command: one subcommand per process, and `dev` for the whole local stack."""
+
+from __future__ import annotations
+
+import typer
+
+from service.logs import configure_logging
+from service.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="roster-sync: Clever rosters into the product roster.",
+)
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        typer.echo(f"roster: {exc}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(settings.log_level)
+    return settings
+
+
+def _run(coro: object) -> None:
+    import uvloop
+
+    uvloop.run(coro)  # type: ignore[arg-type]
+
+
+@app.command()
+def dev() -> None:
+    """Run the whole local stack in the foreground: database, broker, migrations, API, consumer."""
+    raise typer.Exit(_dev_code())
+
+
+def _dev_code() -> int:
+    from service.stack import run_dev_stack
+
+    return run_dev_stack(_settings())
+
+
+@app.command()
+def api() -> None:
+    """Run the HTTP API (webhook door, query API, health, metrics)."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.local.credentials import load_or_create
+    from service.paths import local_home
+
+    settings = _settings()
+    if not settings.webhook_secrets or settings.admin_token is None:
+        creds = load_or_create(local_home())
+        updates: dict[str, object] = {}
+        if not settings.webhook_secrets:
+            updates["webhook_secrets"] = (creds.webhook_secret,)
+            typer.echo(f"roster api: dev webhook secret {creds.webhook_secret}")
+        if settings.admin_token is None:
+            updates["admin_token"] = creds.admin_token
+            typer.echo(f"roster api: dev admin token {creds.admin_token}")
+        settings = Settings.model_validate({**settings.model_dump(), **updates})
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn.Server(config).run()
+
+
+@app.command()
+def consume() -> None:
+    """Run a consumer of clever.events.v1 (several may run at once: one consumer group)."""
+    from consumers.main import run_consumer
+
+    _run(run_consumer(_settings()))
+
+
+@app.command()
+def migrate(revision: str = typer.Argument("head", help="Alembic revision to upgrade to")) -> None:
+    """Apply the database migrations (Alembic) up to a revision."""
+    from service.db.engine import database_url
+    from service.db.migrate import upgrade
+
+    upgrade(database_url(_settings()), revision)
+    typer.echo(f"roster migrate: database at {revision}")
+
+
+def main() -> None:
+    app(prog_name="roster")
+
+
+if __name__ == "__main__":
+    main()

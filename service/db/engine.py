@@ -1,0 +1,33 @@
+"""The async SQLAlchemy engine (asyncpg driver) for a configured or the embedded database."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from service.local.postgres import LocalPostgres
+from service.paths import local_home
+from service.settings import Settings
+
+
+def normalise_url(url: str) -> str:
+    """Accepts plain `postgresql://` URLs and selects the asyncpg driver."""
+    if url.startswith("postgresql://"):
+        return "postgresql+asyncpg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def database_url(settings: Settings) -> str:
+    """`ROSTER_DATABASE_URL`, else the embedded server's (started by `roster dev` or the tests)."""
+    if settings.database_url:
+        return normalise_url(settings.database_url)
+    return LocalPostgres(local_home()).url()
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(
+        normalise_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )

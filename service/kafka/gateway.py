@@ -1,0 +1,75 @@
+"""The API process's one long-lived, idempotent Kafka producer.
+
+It connects in the background and keeps retrying, so the API starts and serves `/healthz` (and
+`/readyz` says Kafka is down) while the broker is unreachable; once connected, aiokafka itself
+reconnects after broker restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiokafka import AIOKafkaProducer
+
+from service.kafka.config import producer_options
+from service.kafka.topics import ALL_TOPICS, TopicSpec, ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+class KafkaGateway:
+    def __init__(self, bootstrap_servers: str, topics: tuple[TopicSpec, ...] = ALL_TOPICS) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self._topics = topics
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    @property
+    def producer(self) -> AIOKafkaProducer | None:
+        return self._producer
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._connect(), name="kafka-connect")
+
+    async def _connect(self) -> None:
+        delay = 0.2
+        while True:
+            producer = AIOKafkaProducer(**producer_options(self.bootstrap_servers))
+            try:
+                await ensure_topics(self.bootstrap_servers, self._topics)
+                await producer.start()
+            except Exception as exc:
+                await producer.stop()
+                log.warning(
+                    "Kafka not reachable yet; retrying",
+                    extra={"error": repr(exc), "retry_in_s": delay},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._producer = producer
+            self.connected.set()
+            log.info("Kafka producer connected", extra={"bootstrap": self.bootstrap_servers})
+            return
+
+    async def probe(self, timeout: float = 2.0) -> str | None:
+        """None when Kafka answers a metadata request in time, else why not."""
+        if self._producer is None:
+            return "producer not connected"
+        try:
+            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout)
+        except Exception as exc:
+            return f"metadata request failed: {type(exc).__name__}"
+        return None
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None

@@ -1,0 +1,68 @@
+"""The topics the service owns, created idempotently at start by every process that uses them."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+log = logging.getLogger(__name__)
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+# Clever keeps events for 30 days; we keep the inbound topic a little longer so a replay from
+# offset 0 covers everything Clever could still resend.
+CLEVER_EVENTS = TopicSpec("clever.events.v1", 12, {"retention.ms": str(35 * 24 * 3600 * 1000)})
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (CLEVER_EVENTS,)
+
+
+class TopicError(RuntimeError):
+    pass
+
+
+async def ensure_topics(
+    bootstrap_servers: str,
+    topics: tuple[TopicSpec, ...] = ALL_TOPICS,
+    *,
+    replication_factor: int = 1,
+) -> None:
+    """Creates missing topics; an existing topic is left as it is (a warning if it is smaller)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        response = await admin.create_topics(
+            [
+                NewTopic(t.name, t.partitions, replication_factor, topic_configs=t.config)
+                for t in topics
+            ]
+        )
+        for error in response.topic_errors:
+            name, code = error[0], error[1]
+            if code not in (0, _TOPIC_ALREADY_EXISTS):
+                raise TopicError(f"creating topic {name} failed with Kafka error code {code}")
+        described = {
+            t["topic"]: len(t["partitions"])
+            for t in await admin.describe_topics([t.name for t in topics])
+        }
+        for spec in topics:
+            if described.get(spec.name, 0) < spec.partitions:
+                log.warning(
+                    "topic has fewer partitions than specified",
+                    extra={
+                        "topic": spec.name,
+                        "partitions": described.get(spec.name),
+                        "expected": spec.partitions,
+                    },
+                )
+    finally:
+        await admin.close()

@@ -1,0 +1,1 @@
+"""The project's own real components for development and tests: a Kafka broker and PostgreSQL."""

@@ -1,0 +1,49 @@
+"""Prometheus series of the API process, and the ASGI middleware that counts requests."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HTTP_REQUESTS = Counter(
+    "roster_http_requests_total",
+    "HTTP requests by route template, method and status",
+    ["route", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "roster_http_request_duration_seconds",
+    "HTTP request duration by route template",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+class RequestMetrics:
+    """Pure ASGI middleware (no per-request task or body copy, unlike BaseHTTPMiddleware)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            # Route templates, not raw paths, keep the label set bounded.
+            template = getattr(route, "path", "unmatched")
+            HTTP_REQUESTS.labels(template, scope["method"], str(status)).inc()
+            HTTP_LATENCY.labels(template).observe(time.perf_counter() - started)

@@ -1,0 +1,94 @@
+"""Settings from the environment (prefix `ROSTER_`), as the contract lists them.
+
+Unset Kafka and database settings mean "the project's own local broker and embedded PostgreSQL";
+unset secrets mean the dev credentials kept under `.local/` (printed at start).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
+
+
+def decode_webhook_secret(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret: base64 of 24-64 bytes after `whsec_`."""
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        raise ValueError("a webhook secret must start with 'whsec_'")
+    try:
+        key = base64.b64decode(secret[len(WEBHOOK_SECRET_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("a webhook secret must be 'whsec_' followed by base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"a webhook secret must encode 24 to 64 bytes, not {len(key)}")
+    return key
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ROSTER_", extra="ignore", frozen=True)
+
+    database_url: str | None = None
+    kafka_bootstrap_servers: str | None = None
+    webhook_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    admin_token: SecretStr | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8000, ge=1, le=65535)
+    local_kafka_port: int = Field(9092, ge=1, le=65534)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Webhook door limits. Clever pages hold at most 10,000 events; the byte limit binds first.
+    webhook_max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+    webhook_max_events: int = Field(10_000, ge=1)
+    webhook_tolerance_seconds: int = Field(300, ge=1)
+    publish_timeout_seconds: float = Field(10.0, gt=0)
+
+    # Consumer batching.
+    consumer_group: str = "roster-consumer"
+    consumer_max_batch: int = Field(500, ge=1)
+
+    @field_validator("webhook_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part for part in value.split() if part)
+        return value
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _check_secrets(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for secret in value:
+            decode_webhook_secret(secret.get_secret_value())
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("the admin token must be at least 16 characters")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgresql+asyncpg://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+
+class SettingsError(Exception):
+    """An invalid setting, described in one line that names the variable."""
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise SettingsError(f"invalid setting ROSTER_{field.upper()}: {message}") from None

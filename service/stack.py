@@ -1,0 +1,113 @@
+"""`roster dev`: the whole local stack in the foreground.
+
+Starts what is not configured (embedded PostgreSQL, the local Kafka broker), migrates, then runs the
+API and the consumer as child processes. Ctrl-C or SIGTERM stops everything in reverse order; the
+children also die with this process if it is killed outright (see service/local/process.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from types import FrameType
+
+from service.kafka.config import bootstrap_servers
+from service.local.credentials import load_or_create
+from service.local.kafka import LocalKafka
+from service.local.postgres import LocalPostgres
+from service.local.process import ManagedProcess, wait_for
+from service.paths import local_home, project_root
+from service.settings import Settings
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def _say(line: str) -> None:
+    print(f"roster dev: {line}", flush=True)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 (loopback URL)
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def run_dev_stack(settings: Settings) -> int:
+    """Runs until interrupted; returns the exit code (0 after an orderly stop)."""
+    signal.signal(signal.SIGINT, _raise_stop)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    home = local_home()
+    started: list[ManagedProcess] = []
+    code = 0
+    try:
+        env = dict(os.environ)
+        if settings.database_url is None:
+            t0 = time.monotonic()
+            postgres = LocalPostgres(home)
+            started.append(postgres.start())
+            env["ROSTER_DATABASE_URL"] = postgres.url()
+            _say(f"PostgreSQL ready in {time.monotonic() - t0:.1f}s (data in {postgres.data_dir})")
+        if settings.kafka_bootstrap_servers is None:
+            t0 = time.monotonic()
+            kafka = LocalKafka(home, settings.local_kafka_port)
+            started.append(kafka.start())
+            _say(f"Kafka ready in {time.monotonic() - t0:.1f}s on {kafka.bootstrap_servers}")
+        env["ROSTER_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap_servers(settings)
+        creds = load_or_create(home)
+        if not settings.webhook_secrets:
+            env["ROSTER_WEBHOOK_SECRETS"] = creds.webhook_secret
+        if settings.admin_token is None:
+            env["ROSTER_ADMIN_TOKEN"] = creds.admin_token
+
+        python = [sys.executable, "-m", "service"]
+        subprocess.run([*python, "migrate"], env=env, check=True, cwd=project_root())
+        api = ManagedProcess("api", [*python, "api"], env=env, cwd=project_root())
+        started.append(api)
+        started.append(
+            ManagedProcess("consumer", [*python, "consume"], env=env, cwd=project_root())
+        )
+        base = f"http://{settings.http_host}:{settings.http_port}"
+        wait_for(lambda: _http_ok(f"{base}/healthz"), timeout=60, what="API", alive=api)
+
+        _say("up. Ctrl-C stops everything.")
+        _say(f"  API             {base}  (docs {base}/docs)")
+        _say(f"  webhook         POST {base}/webhooks/clever")
+        _say(f"  health          {base}/healthz  {base}/readyz  {base}/metrics")
+        _say(f"  Kafka           {env['ROSTER_KAFKA_BOOTSTRAP_SERVERS']}")
+        if not settings.webhook_secrets:
+            _say(f"  webhook secret  {creds.webhook_secret}  (dev only)")
+        if settings.admin_token is None:
+            _say(f"  admin token     {creds.admin_token}  (dev only)")
+
+        while True:
+            for proc in started:
+                if not proc.running():
+                    _say(f"{proc.name} exited with code {proc.popen.returncode}; stopping")
+                    return 1
+            time.sleep(0.2)
+    except _Stop as stop:
+        _say(f"{stop} received; stopping")
+    except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as exc:
+        _say(f"failed: {exc}")
+        code = 1
+    finally:
+        # Nothing may interrupt the orderly stop itself.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for proc in reversed(started):
+            proc.stop()
+        if started:
+            _say("stopped " + ", ".join(proc.name for proc in reversed(started)))
+    return code
