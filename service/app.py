@@ -9,10 +9,13 @@ from fastapi import FastAPI
 
 from service import health
 from service.db.engine import database_url, make_engine
+from service.events import routes as events_routes
 from service.kafka.config import bootstrap_servers
 from service.kafka.gateway import KafkaGateway
 from service.metrics import RequestMetrics
 from service.settings import Settings
+from service.webhooks import routes as webhook_routes
+from service.webhooks.ingest import Ingestor
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -22,13 +25,22 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.engine = make_engine(database_url(settings))
         app.state.kafka = KafkaGateway(bootstrap_servers(settings))
         app.state.kafka.start()
+        app.state.webhook_keys = webhook_routes.webhook_keys(
+            tuple(secret.get_secret_value() for secret in settings.webhook_secrets)
+        )
+        app.state.ingestor = Ingestor(
+            app.state.engine, app.state.kafka, timeout=settings.publish_timeout_seconds
+        )
         try:
             yield
         finally:
+            await app.state.ingestor.drain()
             await app.state.kafka.stop()
             await app.state.engine.dispose()
 
     app = FastAPI(title="roster-sync", version="0.1.0", lifespan=lifespan)
     app.add_middleware(RequestMetrics)
     app.include_router(health.router)
+    app.include_router(webhook_routes.router)
+    app.include_router(events_routes.router)
     return app

@@ -47,3 +47,20 @@ class RequestMetrics:
             template = getattr(route, "path", "unmatched")
             HTTP_REQUESTS.labels(template, scope["method"], str(status)).inc()
             HTTP_LATENCY.labels(template).observe(time.perf_counter() - started)
+
+
+EVENTS = Counter(
+    "roster_webhook_events_total",
+    "Events received at the webhook door by outcome",
+    ["outcome"],  # accepted | duplicate | rejected
+)
+PUBLISH_LATENCY = Histogram(
+    "roster_publish_latency_seconds",
+    "From the first send of a body to Kafka's last acknowledgement",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+REJECTIONS = Counter(
+    "roster_webhook_rejections_total",
+    "Webhook bodies refused, by reason",
+    ["reason"],
+)

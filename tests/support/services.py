@@ -90,10 +90,23 @@ def session_services() -> Iterator[Services]:
             kafka_proc = local_kafka.start()
             started.append(kafka_proc)
             bootstrap = local_kafka.bootstrap_servers
-        yield Services(bootstrap, database_url, home, kafka_proc, local_kafka)
+        running = Services(bootstrap, database_url, home, kafka_proc, local_kafka)
+        yield running
     finally:
+        if "running" in locals() and running.kafka is not None:
+            running.kafka.stop()  # a test may have restarted the broker
         for proc in reversed(started):
             proc.stop()
         if created_db is not None:
             drop_database(*created_db)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def stop_kafka(services: Services) -> None:
+    assert services.kafka is not None
+    services.kafka.stop()
+
+
+def start_kafka(services: Services) -> None:
+    assert services.local_kafka is not None
+    services.kafka = services.local_kafka.start()

@@ -1,0 +1,232 @@
+"""Clever v3 events and the objects they carry, as the webhook door and the poller receive them.
+
+Wire contracts only. Fields Clever may add later are kept (`extra="allow"`), never rejected; what
+the pipeline relies on (ids, the event type, the object, the district an object belongs to) is
+required and typed, so a malformed event is refused at the door with the field named.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+
+# Clever ids are 24 hexadecimal characters (Mongo ObjectIds), globally unique.
+CleverId = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{24}$")]
+
+RECORD_KINDS = ("districts", "schools", "users", "sections", "courses", "terms", "resources")
+ACTIONS = ("created", "updated", "deleted")
+EVENT_TYPES = tuple(f"{kind}.{action}" for kind in RECORD_KINDS for action in ACTIONS)
+
+
+class CleverModel(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class Timestamps(CleverModel):
+    created: datetime | None = None
+    last_modified: datetime | None = None
+
+
+# --- objects ----------------------------------------------------------------------------------
+
+
+class District(Timestamps):
+    id: CleverId
+    name: str | None = None
+    state: str | None = None
+    pause_start: datetime | None = None
+    pause_end: datetime | None = None
+    sis_type: str | None = None
+
+    @property
+    def district_id(self) -> str:
+        return self.id
+
+
+class DistrictOwned(Timestamps):
+    id: CleverId
+    district: CleverId
+
+    @property
+    def district_id(self) -> str:
+        return self.district
+
+
+class School(DistrictOwned):
+    name: str | None = None
+    sis_id: str | None = None
+    school_number: str | None = None
+    nces_id: str | None = None
+    low_grade: str | None = None
+    high_grade: str | None = None
+    location: dict[str, Any] | None = None
+    principal: dict[str, Any] | None = None
+
+
+class Name(CleverModel):
+    first: str | None = None
+    middle: str | None = None
+    last: str | None = None
+
+
+class Enrollment(CleverModel):
+    school: CleverId
+    start_date: str | None = None
+    end_date: str | None = None
+
+
+class StudentRole(CleverModel):
+    sis_id: str | None = None
+    student_number: str | None = None
+    state_id: str | None = None
+    grade: str | None = None
+    dob: str | None = None
+    school: CleverId | None = None  # the primary school, derived by Clever
+    schools: list[CleverId] = Field(default_factory=list)
+    enrollments: list[Enrollment] = Field(default_factory=list)
+
+
+class TeacherRole(CleverModel):
+    sis_id: str | None = None
+    school: CleverId | None = None
+    schools: list[CleverId] = Field(default_factory=list)
+    title: str | None = None
+
+
+class StaffRole(CleverModel):
+    schools: list[CleverId] = Field(default_factory=list)
+    department: str | None = None
+
+
+class StudentRelationship(CleverModel):
+    student: CleverId
+    relationship: str | None = None
+    type: str | None = None
+
+
+class ContactRole(CleverModel):
+    student_relationships: list[StudentRelationship] = Field(default_factory=list)
+
+
+class DistrictAdminRole(CleverModel):
+    pass
+
+
+class Roles(CleverModel):
+    student: StudentRole | None = None
+    teacher: TeacherRole | None = None
+    staff: StaffRole | None = None
+    district_admin: DistrictAdminRole | None = None
+    contact: ContactRole | None = None
+
+
+class User(DistrictOwned):
+    email: str | None = None
+    name: Name = Field(default_factory=Name)
+    roles: Roles = Field(default_factory=Roles)
+
+
+class Section(DistrictOwned):
+    school: CleverId  # exactly one
+    name: str | None = None
+    sis_id: str | None = None
+    subject: str | None = None
+    grade: str | None = None
+    period: str | None = None
+    course: CleverId | None = None
+    term_id: CleverId | None = None
+    teacher: CleverId | None = None  # the primary teacher
+    teachers: list[CleverId] = Field(default_factory=list)
+    students: list[CleverId] = Field(default_factory=list)
+
+
+class Course(DistrictOwned):
+    name: str | None = None
+    number: str | None = None
+
+
+class Term(DistrictOwned):
+    name: str | None = None
+    start_date: str | None = None
+    end_date: str | None = None
+
+
+class Resource(DistrictOwned):
+    resource_id: str | None = None
+    title: str | None = None
+    roles: list[str] = Field(default_factory=list)
+
+
+CleverObject = District | School | User | Section | Course | Term | Resource
+
+# --- events -----------------------------------------------------------------------------------
+
+ObjectT = TypeVar("ObjectT", District, School, User, Section, Course, Term, Resource)
+
+
+class EventData(CleverModel, Generic[ObjectT]):
+    object: ObjectT  # the full record as it now is (as it last was, on a delete)
+    previous_attributes: dict[str, Any] | None = None
+
+
+class EventBase(CleverModel, Generic[ObjectT]):
+    id: CleverId
+    created: datetime
+    data: EventData[ObjectT]
+
+    @property
+    def object(self) -> ObjectT:
+        return self.data.object
+
+    @property
+    def district_id(self) -> str:
+        return self.data.object.district_id
+
+
+class DistrictEvent(EventBase[District]):
+    type: Literal["districts.created", "districts.updated", "districts.deleted"]
+
+
+class SchoolEvent(EventBase[School]):
+    type: Literal["schools.created", "schools.updated", "schools.deleted"]
+
+
+class UserEvent(EventBase[User]):
+    type: Literal["users.created", "users.updated", "users.deleted"]
+
+
+class SectionEvent(EventBase[Section]):
+    type: Literal["sections.created", "sections.updated", "sections.deleted"]
+
+
+class CourseEvent(EventBase[Course]):
+    type: Literal["courses.created", "courses.updated", "courses.deleted"]
+
+
+class TermEvent(EventBase[Term]):
+    type: Literal["terms.created", "terms.updated", "terms.deleted"]
+
+
+class ResourceEvent(EventBase[Resource]):
+    type: Literal["resources.created", "resources.updated", "resources.deleted"]
+
+
+AnyEvent = (
+    DistrictEvent | SchoolEvent | UserEvent | SectionEvent | CourseEvent | TermEvent | ResourceEvent
+)
+CleverEvent = Annotated[AnyEvent, Field(discriminator="type")]
+
+EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(CleverEvent)
+
+
+class EnvelopeItem(CleverModel):
+    data: dict[str, Any]
+
+
+class EventsPage(CleverModel):
+    """Clever's list envelope (a page of `GET /v3.0/events`): each event wrapped in `data`."""
+
+    data: list[EnvelopeItem]
+    links: list[dict[str, Any]] = Field(default_factory=list)

@@ -1,0 +1,1 @@
+"""The event status API: what became of an event id."""

@@ -1,0 +1,57 @@
+"""`GET /v1/events/{event_id}`: an event's status from the event log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.auth import AdminOnly
+from service.db.tables import event_log
+
+router = APIRouter(prefix="/v1", tags=["events"], dependencies=[AdminOnly])
+
+
+class EventStatus(BaseModel):
+    event_id: str
+    type: str
+    district_id: str
+    source: str
+    status: str
+    received_at: str
+    applied_at: str | None
+    error: str | None
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+@router.get(
+    "/events/{event_id}",
+    response_model=EventStatus,
+    responses={401: {"description": "No valid admin token"}, 404: {"description": "Never seen"}},
+)
+async def get_event(event_id: str, request: Request) -> EventStatus:
+    engine: AsyncEngine = request.app.state.engine
+    async with engine.connect() as connection:
+        row = (
+            (await connection.execute(select(event_log).where(event_log.c.event_id == event_id)))
+            .mappings()
+            .first()
+        )
+    if row is None:
+        raise HTTPException(status_code=404, detail="event id never seen")
+    return EventStatus(
+        event_id=row["event_id"],
+        type=row["type"],
+        district_id=row["district_id"],
+        source=row["source"],
+        status=row["status"],
+        received_at=row["received_at"].isoformat(),
+        applied_at=_iso(row["applied_at"]),
+        error=row["error"],
+    )

@@ -1,0 +1,1 @@
+"""The webhook door: Standard Webhooks verification, parsing, and durable publish to Kafka."""

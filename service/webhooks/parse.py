@@ -1,0 +1,132 @@
+"""A webhook body, parsed once, into validated Clever events (pure: no I/O).
+
+Accepts one event or Clever's list envelope `{"data": [{"data": <event>}, ...]}`. Every event is
+validated before anything is published: one bad event rejects the whole body, and the error names
+the event's index and the field. Error messages never echo values (they may be personal data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from schemas.clever import EVENT_ADAPTER, AnyEvent
+
+_MAX_REPORTED = 20
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    index: int | None  # position in the envelope's `data`; None for a single-event body
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "field": self.field, "message": self.message}
+
+
+class BodyRejected(Exception):
+    def __init__(
+        self,
+        error: str,
+        message: str,
+        problems: list[FieldProblem] | None = None,
+        status: int = 400,
+    ) -> None:
+        super().__init__(message)
+        self.error = error
+        self.message = message
+        self.problems = problems or []
+        self.status = status
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.error, "message": self.message}
+        if self.problems:
+            body["problems"] = [p.as_dict() for p in self.problems]
+        return body
+
+
+@dataclass(frozen=True)
+class ParsedEvent:
+    event: AnyEvent
+    raw: bytes  # the event's JSON, as received
+
+
+def _problems(index: int | None, exc: ValidationError) -> list[FieldProblem]:
+    found: list[FieldProblem] = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = list(error["loc"])
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            found.append(
+                FieldProblem(
+                    index,
+                    "type",
+                    "missing or unknown event type; expected "
+                    "<districts|schools|users|sections|courses|terms|resources>"
+                    ".<created|updated|deleted>",
+                )
+            )
+            continue
+        if loc and isinstance(loc[0], str) and "." in loc[0]:
+            loc = loc[1:]  # the discriminator tag pydantic puts first
+        field = ".".join(str(part) for part in loc) or "(event)"
+        found.append(FieldProblem(index, field, str(error["msg"])))
+    return found
+
+
+def parse_body(body: bytes, *, max_events: int) -> list[ParsedEvent]:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BodyRejected("malformed_json", f"the body is not valid JSON: {exc.msg}") from None
+
+    if (
+        isinstance(document, dict)
+        and "type" not in document
+        and isinstance(document.get("data"), list)
+    ):
+        items = document["data"]
+        if len(items) > max_events:
+            raise BodyRejected(
+                "too_many_events",
+                f"{len(items)} events in one body; the limit is {max_events}",
+                status=413,
+            )
+        candidates: list[tuple[int | None, Any]] = []
+        problems: list[FieldProblem] = []
+        for index, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("data"), dict):
+                problems.append(
+                    FieldProblem(index, "data", 'each envelope item must be {"data": <event>}')
+                )
+            else:
+                candidates.append((index, item["data"]))
+        if not items:
+            raise BodyRejected("empty_page", "the envelope holds no events")
+    elif isinstance(document, dict):
+        candidates, problems = [(None, document)], []
+    else:
+        raise BodyRejected(
+            "invalid_body", "the body must be a Clever event object or a list envelope"
+        )
+
+    parsed: list[ParsedEvent] = []
+    for position, candidate in candidates:
+        try:
+            event = EVENT_ADAPTER.validate_python(candidate)
+        except ValidationError as exc:
+            problems.extend(_problems(position, exc))
+            continue
+        raw = body if position is None else orjson.dumps(candidate)
+        parsed.append(ParsedEvent(event, raw))
+    if problems:
+        count = len({p.index for p in problems})
+        raise BodyRejected(
+            "validation_failed",
+            f"{count} event(s) failed validation; nothing was accepted",
+            problems[:_MAX_REPORTED],
+        )
+    return parsed
