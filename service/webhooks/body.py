@@ -1,21 +1,28 @@
-"""Reads a request body with a hard byte limit, refusing early rather than buffering it whole."""
+"""Reads an ASGI request body with a hard byte limit, refusing early rather than buffering it."""
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from starlette.types import Receive
 
 
 class BodyTooLarge(Exception):
     pass
 
 
-async def read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+class ClientGone(Exception):
+    pass
+
+
+async def read_limited(receive: Receive, declared_length: bytes | None, limit: int) -> bytes:
+    if declared_length is not None and declared_length.isdigit() and int(declared_length) > limit:
         raise BodyTooLarge  # refused before a byte of the body is read
     buffer = bytearray()
-    async for chunk in request.stream():
-        buffer += chunk
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        buffer += message.get("body", b"")
         if len(buffer) > limit:
             raise BodyTooLarge  # an undeclared (chunked) or endless body stops here
-    return bytes(buffer)
+        if not message.get("more_body", False):
+            return bytes(buffer)

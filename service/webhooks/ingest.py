@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import Text, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, TIMESTAMP
 from sqlalchemy.exc import SQLAlchemyError
@@ -46,8 +47,9 @@ log = logging.getLogger(__name__)
 _CLAIM = text(
     """
     INSERT INTO event_log (event_id, type, district_id, source, status, received_at)
-    SELECT id, type, district, :source, 'accepted', :received_at
-    FROM unnest(:ids, :types, :districts) AS claim(id, type, district)
+    SELECT id, type, district, source, 'accepted', received
+    FROM unnest(:ids, :types, :districts, :sources, :received)
+        AS claim(id, type, district, source, received)
     ORDER BY id
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
@@ -56,7 +58,8 @@ _CLAIM = text(
     bindparam("ids", type_=ARRAY(Text)),
     bindparam("types", type_=ARRAY(Text)),
     bindparam("districts", type_=ARRAY(Text)),
-    bindparam("received_at", type_=TIMESTAMP(timezone=True)),
+    bindparam("sources", type_=ARRAY(Text)),
+    bindparam("received", type_=ARRAY(TIMESTAMP(timezone=True))),
 )
 _RELEASE = text("DELETE FROM event_log WHERE event_id = ANY(:ids)").bindparams(
     bindparam("ids", type_=ARRAY(Text))
@@ -90,27 +93,50 @@ class Delivery:
 
 
 SendFuture = asyncio.Future[Any]
+_PARTITIONER = DefaultPartitioner()
 
 
 async def _claim(
-    connection: AsyncConnection, events: Sequence[ParsedEvent], delivery: Delivery
+    connection: AsyncConnection, events: dict[str, tuple[ParsedEvent, Delivery]]
 ) -> set[str]:
-    # Sorted ids: concurrent bodies sharing ids lock rows in the same order, so never deadlock.
-    rows = sorted((p.event.id, p.event.type, p.event.district_id) for p in events)
+    """Inserts the event-log rows of `events`; returns the ids that were not there before."""
+    # Sorted ids: concurrent batches sharing ids lock rows in the same order, so never deadlock.
+    ids = sorted(events)
+    rows = [events[eid] for eid in ids]
     result = await connection.execute(
         _CLAIM,
         {
-            "ids": [r[0] for r in rows],
-            "types": [r[1] for r in rows],
-            "districts": [r[2] for r in rows],
-            "source": delivery.source,
-            "received_at": delivery.received_at,
+            "ids": ids,
+            "types": [p.event.type for p, _ in rows],
+            "districts": [p.event.district_id for p, _ in rows],
+            "sources": [d.source for _, d in rows],
+            "received": [d.received_at for _, d in rows],
         },
     )
     return {row[0] for row in result}
 
 
+@dataclass
+class _Job:
+    """One request's events, waiting for a batch to make them durable."""
+
+    events: dict[str, ParsedEvent]  # unique by event id
+    count: int  # events in the body, duplicates within it included
+    delivery: Delivery
+    deadline: float
+    result: asyncio.Future[IngestResult]
+
+
 class Ingestor:
+    """Group commit: concurrent requests are ingested together, one transaction per batch.
+
+    Each batch claims the ids of all its requests in one statement, publishes what it claimed,
+    waits for the acknowledgements and commits once; then every request gets its own answer. A
+    request is accepted only if every event it brought is now durable (acknowledged in this batch,
+    or recorded before). Up to `max_concurrent_batches` batches are in flight at once, so the next
+    batch forms while the previous one waits for Kafka.
+    """
+
     def __init__(
         self,
         engine: AsyncEngine,
@@ -118,13 +144,20 @@ class Ingestor:
         *,
         timeout: float,
         topic: str = CLEVER_EVENTS.name,
+        max_batch_events: int = 5_000,
+        max_concurrent_batches: int = 4,
     ) -> None:
         self._engine = engine
         self._kafka = kafka
         self._timeout = timeout
         self._topic = topic
+        self._max_batch_events = max_batch_events
+        self._slots = asyncio.Semaphore(max_concurrent_batches)
+        self._queue: list[_Job] = []
+        self._forming = False
         self._inflight: dict[str, SendFuture] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._partitions: dict[bytes, tuple[int, int]] = {}
 
     @property
     def inflight(self) -> int:
@@ -134,82 +167,138 @@ class Ingestor:
         unique: dict[str, ParsedEvent] = {}
         for parsed in events:
             unique.setdefault(parsed.event.id, parsed)
+        if self._kafka.producer is None:
+            raise Unavailable("kafka", "not connected")
+        loop = asyncio.get_running_loop()
+        job = _Job(unique, len(events), delivery, loop.time() + self._timeout, loop.create_future())
+        self._queue.append(job)
+        if not self._forming:
+            self._forming = True
+            self._spawn(self._form_batches())
+        return await job.result
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _form_batches(self) -> None:
+        """Takes whatever requests have queued whenever a batch slot is free."""
+        try:
+            while self._queue:
+                await self._slots.acquire()
+                batch: list[_Job] = []
+                size = 0
+                while self._queue and (
+                    not batch or size + len(self._queue[0].events) <= self._max_batch_events
+                ):
+                    job = self._queue.pop(0)
+                    batch.append(job)
+                    size += len(job.events)
+                self._spawn(self._run_batch(batch))
+        finally:
+            self._forming = False
+
+    async def _run_batch(self, jobs: list[_Job]) -> None:
+        try:
+            outcomes = await self._ingest_batch(jobs)
+        except Unavailable as exc:
+            outcomes = [exc] * len(jobs)
+        except Exception as exc:  # a bug must not leave requests waiting forever
+            log.exception("ingest batch failed")
+            outcomes = [Unavailable("kafka", type(exc).__name__)] * len(jobs)
+        finally:
+            self._slots.release()
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if job.result.done():
+                continue
+            if isinstance(outcome, Exception):
+                job.result.set_exception(outcome)
+            else:
+                job.result.set_result(outcome)
+
+    async def _ingest_batch(self, jobs: list[_Job]) -> list[IngestResult | Unavailable]:
         producer = self._kafka.producer
         if producer is None:
             raise Unavailable("kafka", "not connected")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout
+        deadline = min(job.deadline for job in jobs)
+        wanted: dict[str, tuple[ParsedEvent, Delivery]] = {}
+        for job in jobs:
+            for eid, parsed in job.events.items():
+                wanted.setdefault(eid, (parsed, job.delivery))
 
         async with AsyncExitStack() as stack:
             try:
                 # Connecting counts against the deadline too: a hanging database is bounded.
                 async with asyncio.timeout_at(deadline):
                     uow = await stack.enter_async_context(UnitOfWork(self._engine))
-                    claimed = await _claim(uow.connection, list(unique.values()), delivery)
+                    claimed = await _claim(uow.connection, wanted)
             except (TimeoutError, SQLAlchemyError, OSError) as exc:
                 raise Unavailable("database", type(exc).__name__) from None
 
+            # Published in arrival order (a page's feed order), whatever the claim's lock order.
             futures = await self._publish(
-                producer, [unique[i] for i in sorted(claimed)], delivery, deadline
+                producer, {eid: wanted[eid] for eid in wanted if eid in claimed}, deadline
             )
             acked = {eid for eid, fut in futures.items() if _succeeded(fut)}
-            if len(acked) < len(claimed):
-                await self._keep_acknowledged(uow, claimed - acked, bool(acked))
-                for eid in claimed - acked:
-                    self._watch_late_delivery(eid, unique[eid], delivery)
-                for eid in acked:
-                    self._inflight.pop(eid, None)
-                raise Unavailable("kafka", f"{len(claimed) - len(acked)} event(s) not acknowledged")
-            try:
-                await uow.commit()
-            except (SQLAlchemyError, OSError) as exc:
-                # Published, not recorded: the retry publishes again (a duplicate copy the
-                # consumer's dedupe absorbs), but nothing is lost.
-                raise Unavailable("database", type(exc).__name__) from None
-
-        for eid in claimed:
+            unacked = claimed - acked
+            if unacked:
+                await self._keep_acknowledged(uow, unacked, bool(acked))
+                for eid in unacked:
+                    self._watch_late_delivery(eid, *wanted[eid])
+            else:
+                try:
+                    await uow.commit()
+                except (SQLAlchemyError, OSError) as exc:
+                    # Published, not recorded: the retry publishes again (a second copy the
+                    # consumer's dedupe absorbs), but nothing is lost.
+                    raise Unavailable("database", type(exc).__name__) from None
+        for eid in acked:
             self._inflight.pop(eid, None)
-        duplicates = len(events) - len(claimed)
-        EVENTS.labels("accepted").inc(len(claimed))
-        EVENTS.labels("duplicate").inc(duplicates)
-        return IngestResult(len(claimed), duplicates, tuple(sorted(claimed)))
+
+        outcomes: list[IngestResult | Unavailable] = []
+        credited: set[str] = set()
+        for job in jobs:
+            missing = [eid for eid in job.events if eid in unacked]
+            if missing:
+                outcomes.append(Unavailable("kafka", f"{len(missing)} event(s) not acknowledged"))
+                continue
+            # The first request of the batch that brought a newly claimed id is credited with it.
+            mine = tuple(sorted(eid for eid in job.events if eid in acked and eid not in credited))
+            credited.update(mine)
+            duplicates = job.count - len(mine)
+            EVENTS.labels("accepted").inc(len(mine))
+            EVENTS.labels("duplicate").inc(duplicates)
+            outcomes.append(IngestResult(len(mine), duplicates, mine))
+        return outcomes
 
     async def _publish(
         self,
         producer: AIOKafkaProducer,
-        events: Sequence[ParsedEvent],
-        delivery: Delivery,
+        events: dict[str, tuple[ParsedEvent, Delivery]],
         deadline: float,
     ) -> dict[str, SendFuture]:
-        """Sends what is not already on its way; waits for acknowledgements until `deadline`."""
+        """Sends what is not already on its way, in arrival order, one record batch per partition
+        (far cheaper than a `send()` per record); waits for acknowledgements until `deadline`."""
         futures: dict[str, SendFuture] = {}
-        common = [
-            (h.SOURCE, delivery.source.encode()),
-            (h.RECEIVED_AT, delivery.received_at.isoformat().encode()),
-            (h.TRACEPARENT, delivery.traceparent.encode()),
-            ("webhook-id", delivery.delivery_id.encode()),
-        ]
         started = time.perf_counter()
         try:
             async with asyncio.timeout_at(deadline):
-                for parsed in events:
-                    eid = parsed.event.id
+                partitions = sorted(await producer.partitions_for(self._topic))
+                by_partition: dict[int, list[tuple[str, bytes, ParsedEvent, Delivery]]] = {}
+                for eid, (parsed, delivery) in events.items():
                     earlier = self._inflight.get(eid)
                     if earlier is not None and not (earlier.done() and not _succeeded(earlier)):
                         futures[eid] = earlier  # an earlier attempt's send, still on its way
                         continue
-                    futures[eid] = self._inflight[eid] = await producer.send(
-                        self._topic,
-                        value=parsed.raw,
-                        key=parsed.event.district_id.encode(),
-                        headers=[
-                            (h.EVENT_ID, eid.encode()),
-                            (h.EVENT_TYPE, parsed.event.type.encode()),
-                            *common,
-                        ],
+                    key = parsed.event.district_id.encode()
+                    by_partition.setdefault(self._partition(key, partitions), []).append(
+                        (eid, key, parsed, delivery)
                     )
+                for partition, items in by_partition.items():
+                    await self._send_partition(producer, partition, items, futures)
         except Exception as exc:
-            # Buffer full or no metadata in time: what was sent so far is still waited for.
+            # No metadata or buffer space in time: what was sent so far is still waited for.
             log.warning("publish stopped early", extra={"error": type(exc).__name__})
         pending = [f for f in futures.values() if not f.done()]
         remaining = deadline - asyncio.get_running_loop().time()
@@ -218,6 +307,46 @@ class Ingestor:
         if futures and all(_succeeded(f) for f in futures.values()):
             PUBLISH_LATENCY.observe(time.perf_counter() - started)
         return futures
+
+    async def _send_partition(
+        self,
+        producer: AIOKafkaProducer,
+        partition: int,
+        items: list[tuple[str, bytes, ParsedEvent, Delivery]],
+        futures: dict[str, SendFuture],
+    ) -> None:
+        batch = producer.create_batch()
+        members: list[str] = []
+
+        async def submit() -> None:
+            nonlocal batch, members
+            future = await producer.send_batch(batch, self._topic, partition=partition)
+            for member in members:
+                futures[member] = self._inflight[member] = future
+            batch, members = producer.create_batch(), []
+
+        for eid, key, parsed, delivery in items:
+            record = {
+                "key": key,
+                "value": parsed.raw,
+                "timestamp": None,
+                "headers": _headers(parsed, delivery),
+            }
+            if batch.append(**record) is None:  # full: send it, start the next one
+                await submit()
+                if batch.append(**record) is None:
+                    raise ValueError(f"event {eid} does not fit in a record batch")
+            members.append(eid)
+        if members:
+            await submit()
+
+    def _partition(self, key: bytes, partitions: list[int]) -> int:
+        """The partition Kafka's default partitioner picks (murmur2), cached per district."""
+        cached = self._partitions.get(key)
+        if cached is None or cached[0] != len(partitions):
+            cached = (len(partitions), _PARTITIONER(key, partitions, partitions))
+            self._partitions[key] = cached
+        return cached[1]
 
     async def _keep_acknowledged(
         self, uow: UnitOfWork, unacknowledged: set[str], any_acked: bool
@@ -230,7 +359,7 @@ class Ingestor:
             await uow.commit()
         except (SQLAlchemyError, OSError):
             log.warning(
-                "could not record acknowledged events of a failed body; "
+                "could not record acknowledged events of a failed batch; "
                 "a retry publishes them again"
             )
 
@@ -247,9 +376,7 @@ class Ingestor:
                 if self._inflight.get(eid) is done:
                     del self._inflight[eid]
                 return
-            task = asyncio.create_task(self._record_late(eid, parsed, delivery, done))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._spawn(self._record_late(eid, parsed, delivery, done))
 
         future.add_done_callback(landed)
 
@@ -258,7 +385,7 @@ class Ingestor:
     ) -> None:
         try:
             async with UnitOfWork(self._engine) as uow:
-                await _claim(uow.connection, [parsed], delivery)
+                await _claim(uow.connection, {eid: (parsed, delivery)})
                 await uow.commit()
         except (SQLAlchemyError, OSError):
             # The registry keeps the landed send: a retry reuses it and records the row itself.
@@ -272,8 +399,19 @@ class Ingestor:
         )
 
     async def drain(self) -> None:
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+
+def _headers(parsed: ParsedEvent, delivery: Delivery) -> list[tuple[str, bytes]]:
+    return [
+        (h.EVENT_ID, parsed.event.id.encode()),
+        (h.EVENT_TYPE, parsed.event.type.encode()),
+        (h.SOURCE, delivery.source.encode()),
+        (h.RECEIVED_AT, delivery.received_at.isoformat().encode()),
+        (h.TRACEPARENT, delivery.traceparent.encode()),
+        ("webhook-id", delivery.delivery_id.encode()),
+    ]
 
 
 def _succeeded(future: SendFuture) -> bool:

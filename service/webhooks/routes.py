@@ -1,45 +1,35 @@
-"""`POST /webhooks/clever`: verify, validate, make durable in Kafka, then answer."""
+"""`POST /webhooks/clever`: verify, validate, make durable in Kafka, then answer.
+
+The door is the service's hot path, so it is a plain ASGI endpoint: no dependency injection, no
+request object, the raw header list read once. Its OpenAPI entry is added by `openapi_paths`.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Header, Request, Response
+from starlette.types import Receive, Scope, Send
 
 from schemas.clever import EVENT_ADAPTER, EventsPage
 from service.metrics import EVENTS, REJECTIONS
 from service.settings import decode_webhook_secret
-from service.webhooks.body import BodyTooLarge, read_limited
+from service.webhooks.body import BodyTooLarge, ClientGone, read_limited
 from service.webhooks.ingest import Delivery, Ingestor, Unavailable, now_utc
 from service.webhooks.parse import BodyRejected, parse_body
 from service.webhooks.signature import SignatureError, verify
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["webhook"])
 
+PATH = "/webhooks/clever"
 RETRY_AFTER_S = 5
 
 
-def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
-    )
-
-
-def _refuse(
-    status: int, reason: str, message: str, events: int = 1, body: dict[str, Any] | None = None
-) -> Response:
-    REJECTIONS.labels(reason).inc()
-    EVENTS.labels("rejected").inc(events)
-    return _json(status, body or {"error": reason, "message": message})
-
-
-def _is_json(content_type: str | None) -> bool:
-    media = (content_type or "").split(";", 1)[0].strip().lower()
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or (
         media.startswith("application/") and media.endswith("+json")
     )
@@ -52,68 +42,91 @@ def _traceparent(given: str | None) -> str:
     return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
 
 
-_BODY_SCHEMA = {
-    "oneOf": [
-        EVENT_ADAPTER.json_schema(ref_template="#/components/schemas/{model}"),
-        EventsPage.model_json_schema(ref_template="#/components/schemas/{model}"),
-    ]
-}
-
-_RESPONSES: dict[int | str, dict[str, Any]] = {
-    202: {
-        "description": "Every new event is durably in Kafka",
-        "content": {"application/json": {"example": {"accepted": 2, "duplicates": 0}}},
-    },
-    400: {"description": "Malformed JSON, or an event failed validation; nothing accepted"},
-    401: {"description": "Missing or bad signature, or timestamp out of tolerance"},
-    413: {"description": "Body over the byte limit, or too many events"},
-    415: {"description": "Not JSON"},
-    503: {"description": "Kafka (or the database) could not acknowledge in time; retry later"},
-}
+def webhook_keys(secrets: tuple[str, ...]) -> list[bytes]:
+    return [decode_webhook_secret(secret) for secret in secrets]
 
 
-@router.post(
-    "/webhooks/clever",
-    status_code=202,
-    responses=_RESPONSES,
-    openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}
-    },
-    summary="Receive Clever events signed with Standard Webhooks",
-)
-async def receive_clever_events(
-    request: Request,
-    webhook_id: Annotated[str | None, Header()] = None,
-    webhook_timestamp: Annotated[str | None, Header()] = None,
-    webhook_signature: Annotated[str | None, Header()] = None,
-    traceparent: Annotated[str | None, Header()] = None,
-) -> Response:
-    settings = request.app.state.settings
-    if not _is_json(request.headers.get("content-type")):
-        return _refuse(415, "unsupported_media_type", "the body must be application/json")
+class _Answer(Exception):
+    def __init__(
+        self, status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        self.status, self.body, self.extra = status, body, extra or []
+
+
+def _refuse(
+    status: int, reason: str, message: str, events: int = 1, body: dict[str, Any] | None = None
+) -> _Answer:
+    REJECTIONS.labels(reason).inc()
+    EVENTS.labels("rejected").inc(events)
+    return _Answer(status, body or {"error": reason, "message": message})
+
+
+class CleverWebhook:
+    """The endpoint as an ASGI app (an object, so Starlette does not wrap it in a Request)."""
+
+    path = PATH
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # As FastAPI's routes do: the request metrics label requests by this route's template.
+        scope["route"] = self
+        await _serve(scope, receive, send)
+
+
+async def _serve(scope: Scope, receive: Receive, send: Send) -> None:
     try:
-        body = await read_limited(request, settings.webhook_max_body_bytes)
-    except BodyTooLarge:
-        return _refuse(
-            413, "body_too_large", f"the body exceeds {settings.webhook_max_body_bytes} bytes"
-        )
+        answer = await _handle(scope, receive)
+    except _Answer as refused:
+        answer = refused
+    except ClientGone:
+        return
+    payload = orjson.dumps(answer.body)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": answer.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *answer.extra,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
 
-    headers = {
-        "webhook-id": webhook_id or "",
-        "webhook-timestamp": webhook_timestamp or "",
-        "webhook-signature": webhook_signature or "",
+
+async def _handle(scope: Scope, receive: Receive) -> _Answer:
+    state = scope["app"].state
+    settings = state.settings
+    headers = {name.decode("latin-1"): value for name, value in scope["headers"]}
+    if not _is_json(headers.get("content-type", b"").decode("latin-1")):
+        raise _refuse(415, "unsupported_media_type", "the body must be application/json")
+    try:
+        body = await read_limited(
+            receive, headers.get("content-length"), settings.webhook_max_body_bytes
+        )
+    except BodyTooLarge:
+        raise _refuse(
+            413, "body_too_large", f"the body exceeds {settings.webhook_max_body_bytes} bytes"
+        ) from None
+
+    signed = {
+        name: headers.get(name, b"").decode("latin-1")
+        for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
     }
     try:
         delivery_ref = verify(
-            headers,
+            signed,
             body,
-            request.app.state.webhook_keys,
+            state.webhook_keys,
             now=time.time(),
             tolerance=settings.webhook_tolerance_seconds,
         )
     except SignatureError as exc:
-        log.info("webhook signature refused", extra={"reason": str(exc), "webhook_id": webhook_id})
-        return _refuse(401, "unauthorized", str(exc))
+        log.info(
+            "webhook signature refused",
+            extra={"reason": str(exc), "webhook_id": signed["webhook-id"]},
+        )
+        raise _refuse(401, "unauthorized", str(exc)) from None
 
     try:
         events = parse_body(body, max_events=settings.webhook_max_events)
@@ -127,10 +140,16 @@ async def receive_clever_events(
                 "problems": [p.as_dict() for p in exc.problems],
             },
         )
-        return _refuse(exc.status, exc.error, exc.message, failed, exc.as_dict())
+        raise _refuse(exc.status, exc.error, exc.message, failed, exc.as_dict()) from None
 
-    ingestor: Ingestor = request.app.state.ingestor
-    delivery = Delivery("webhook", delivery_ref.webhook_id, _traceparent(traceparent), now_utc())
+    ingestor: Ingestor = state.ingestor
+    trace = headers.get("traceparent")
+    delivery = Delivery(
+        "webhook",
+        delivery_ref.webhook_id,
+        _traceparent(trace.decode("latin-1") if trace else None),
+        now_utc(),
+    )
     try:
         result = await ingestor.ingest(events, delivery)
     except Unavailable as exc:
@@ -144,26 +163,103 @@ async def receive_clever_events(
             },
         )
         REJECTIONS.labels(f"{exc.dependency}_unavailable").inc()
-        return _json(
+        return _Answer(
             503,
             {
                 "error": f"{exc.dependency}_unavailable",
                 "message": f"{exc.dependency} could not acknowledge in time; retry",
             },
-            headers={"Retry-After": str(RETRY_AFTER_S)},
+            [(b"retry-after", str(RETRY_AFTER_S).encode())],
         )
-    log.info(
-        "webhook body accepted",
-        extra={
-            "webhook_id": delivery.delivery_id,
-            "accepted": result.accepted,
-            "duplicates": result.duplicates,
-            "event_ids": list(result.accepted_ids[:20]),
-            "district_ids": sorted({p.event.district_id for p in events})[:20],
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "webhook body accepted",
+            extra={
+                "webhook_id": delivery.delivery_id,
+                "accepted": result.accepted,
+                "duplicates": result.duplicates,
+                "event_ids": list(result.accepted_ids[:20]),
+                "district_ids": sorted({p.event.district_id for p in events})[:20],
+            },
+        )
+    return _Answer(202, {"accepted": result.accepted, "duplicates": result.duplicates})
+
+
+def openapi_paths() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The webhook's OpenAPI path item, and the component schemas it refers to."""
+    template = "#/components/schemas/{model}"
+    event_schema = EVENT_ADAPTER.json_schema(ref_template=template)
+    page_schema = EventsPage.model_json_schema(ref_template=template)
+    components = {**event_schema.pop("$defs", {}), **page_schema.pop("$defs", {})}
+    components["CleverEvent"] = event_schema
+    components["EventsPage"] = page_schema
+    header = [
+        {
+            "name": name,
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": description,
+        }
+        for name, description in (
+            ("webhook-id", "Standard Webhooks message id (the same on retries)"),
+            ("webhook-timestamp", "Unix seconds; within 300 s of the server's clock"),
+            ("webhook-signature", "space-separated v1,<base64 HMAC-SHA256> signatures"),
+            ("traceparent", "W3C trace context, carried onto the Kafka records"),
+        )
+    ]
+    error = {"application/json": {"schema": {"type": "object"}}}
+    operation = {
+        "tags": ["webhook"],
+        "summary": "Receive Clever events signed with Standard Webhooks",
+        "operationId": "receive_clever_events",
+        "parameters": header,
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {"$ref": template.format(model="CleverEvent")},
+                            {"$ref": template.format(model="EventsPage")},
+                        ]
+                    }
+                }
+            },
         },
-    )
-    return _json(202, {"accepted": result.accepted, "duplicates": result.duplicates})
-
-
-def webhook_keys(secrets: tuple[str, ...]) -> list[bytes]:
-    return [decode_webhook_secret(secret) for secret in secrets]
+        "responses": {
+            "202": {
+                "description": "Every new event is durably in Kafka",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "accepted": {"type": "integer"},
+                                "duplicates": {"type": "integer"},
+                            },
+                        }
+                    }
+                },
+            },
+            "400": {
+                "description": "Malformed JSON or an invalid event; nothing accepted",
+                "content": error,
+            },
+            "401": {
+                "description": "Missing or bad signature, or timestamp out of tolerance",
+                "content": error,
+            },
+            "413": {
+                "description": "Body over the byte limit, or too many events",
+                "content": error,
+            },
+            "415": {"description": "Not JSON", "content": error},
+            "503": {
+                "description": "Kafka or the database could not acknowledge in time",
+                "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                "content": error,
+            },
+        },
+    }
+    return {PATH: {"post": operation}}, components

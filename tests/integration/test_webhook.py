@@ -458,3 +458,17 @@ async def test_metrics_count_ingest(api: Api) -> None:
         'roster_http_requests_total{method="POST",route="/webhooks/clever",status="202"}',
     ):
         assert series in text
+
+
+async def test_a_page_keeps_its_feed_order_on_the_partition(api: Api, services: Services) -> None:
+    factory = Factory()
+    district = factory.oid()
+    events = [factory.event("sections.updated", district) for _ in range(40)]
+    events.sort(key=lambda e: e["id"], reverse=True)  # feed order unrelated to id order
+    body = encode(page(events))
+    code, _ = await _post(api, body, signed_headers(body))
+    assert code == 202
+    published = await read_topic(
+        services.kafka_bootstrap, CLEVER_EVENTS.name, {e["id"] for e in events}
+    )
+    assert [p.event_id for p in published] == [e["id"] for e in events]

@@ -1,0 +1,223 @@
+"""Webhook door throughput and latency, beside a raw aiokafka producer loop with the same settings.
+
+    .venv/bin/python -m bench.webhook [--single 20000] [--pages 400] [--connections 64]
+
+Starts its own broker and database (as the tests do), runs the API as its own process, drives it
+from a separate load-generator process, and prints figures. Not a test: nothing passes or fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from service.db.migrate import upgrade
+from service.kafka.config import producer_options
+from service.kafka.topics import CLEVER_EVENTS, ensure_topics
+from service.local.kafka import free_port
+from service.local.process import ManagedProcess, wait_for
+from service.paths import project_root
+from tests.support.factory import Factory, page
+from tests.support.services import session_services
+from tests.support.webhook import ADMIN_TOKEN, SECRET, signed_headers
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def _requests(bodies: list[bytes]) -> list[list[Any]]:
+    out = []
+    for body in bodies:
+        headers = signed_headers(body)
+        out.append(["/webhooks/clever", body.decode(), headers])
+    return out
+
+
+def _load(
+    port: int, bodies: list[bytes], *, mode: str, connections: int, rate: float = 0.0
+) -> dict[str, Any]:
+    spec = {
+        "port": port,
+        "mode": mode,
+        "connections": connections,
+        "rate": rate,
+        "requests": _requests(bodies),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.loadgen"],
+        input=orjson.dumps(spec),
+        capture_output=True,
+        check=True,
+        cwd=project_root(),
+    )
+    result: dict[str, Any] = orjson.loads(done.stdout)
+    return result
+
+
+def _singles(factory: Factory, n: int) -> list[bytes]:
+    district = [factory.oid() for _ in range(50)]
+    return [orjson.dumps(factory.event("users.updated", district[i % 50])) for i in range(n)]
+
+
+def _pages(factory: Factory, n: int, size: int = 100) -> list[bytes]:
+    district = [factory.oid() for _ in range(50)]
+    return [
+        orjson.dumps(
+            page(
+                [
+                    factory.event("sections.updated", district[(i * size + j) % 50])
+                    for j in range(size)
+                ]
+            )
+        )
+        for i in range(n)
+    ]
+
+
+async def _raw_producer(
+    bootstrap: str, values: list[tuple[bytes, bytes]], *, concurrency: int, batch: int
+) -> float:
+    """Events/s of the raw producer: `concurrency` senders, each sending `batch` records and
+    awaiting their acknowledgements, as concurrent webhook requests do."""
+    producer = AIOKafkaProducer(**producer_options(bootstrap))
+    await producer.start()
+    chunks = [values[i : i + batch] for i in range(0, len(values), batch)]
+    queue = iter(chunks)
+    headers = [
+        ("event-id", b"x" * 24),
+        ("event-type", b"users.updated"),
+        ("source", b"webhook"),
+        ("received-at", b"2026-11-29T00:00:00+00:00"),
+        ("traceparent", b"0" * 55),
+    ]
+
+    async def sender() -> None:
+        for chunk in queue:
+            futures = [
+                await producer.send(CLEVER_EVENTS.name, value=v, key=k, headers=headers)
+                for k, v in chunk
+            ]
+            await asyncio.gather(*futures)
+
+    started = time.perf_counter()
+    await asyncio.gather(*[sender() for _ in range(concurrency)])
+    elapsed = time.perf_counter() - started
+    await producer.stop()
+    return len(values) / elapsed
+
+
+def _report(name: str, result: dict[str, Any], events_per_request: int) -> float:
+    lat = result["latencies"]
+    ok = result["statuses"].get("202", 0)
+    rate = ok * events_per_request / result["elapsed"]
+    print(
+        f"{name:<34} {rate:>9,.0f} events/s  {len(lat) / result['elapsed']:>8,.0f} req/s  "
+        f"p50 {_pct(lat, 0.5):6.1f} ms  p99 {_pct(lat, 0.99):6.1f} ms  "
+        f"statuses {result['statuses']}",
+        flush=True,
+    )
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--single", type=int, default=20_000)
+    parser.add_argument("--pages", type=int, default=1000)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+    factory = Factory(seed=42)
+
+    with session_services() as services:
+        upgrade(services.database_url)
+        asyncio.run(ensure_topics(services.kafka_bootstrap))
+        port = free_port()
+        env = dict(os.environ) | {
+            "ROSTER_DATABASE_URL": services.database_url,
+            "ROSTER_KAFKA_BOOTSTRAP_SERVERS": services.kafka_bootstrap,
+            "ROSTER_WEBHOOK_SECRETS": SECRET,
+            "ROSTER_ADMIN_TOKEN": ADMIN_TOKEN,
+            "ROSTER_HTTP_PORT": str(port),
+            "ROSTER_LOG_LEVEL": "WARNING",
+        }
+        api = ManagedProcess(
+            "api",
+            [sys.executable, "-m", "service", "api"],
+            env=env,
+            cwd=project_root(),
+            log_path=services.home / "api.log",
+        )
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        try:
+            wait_for(ready, timeout=60, what="API", alive=api)
+            print(
+                f"machine: {os.cpu_count()} cores; API: 1 process (uvicorn, uvloop); broker, "
+                "database and load generator on the same machine\n",
+                flush=True,
+            )
+            _load(port, _singles(factory, 2_000), mode="closed", connections=args.connections)
+
+            singles = _singles(factory, args.single)
+            single = _report(
+                f"single-event, {args.connections} connections",
+                _load(port, singles, mode="closed", connections=args.connections),
+                1,
+            )
+            pages = _pages(factory, args.pages)
+            paged = _report(
+                "pages of 100, 8 connections", _load(port, pages, mode="closed", connections=8), 100
+            )
+            half = single / 2
+            n = int(half * 10)
+            _report(
+                f"single-event open loop at {half:,.0f}/s",
+                _load(port, _singles(factory, n), mode="open", connections=256, rate=half),
+                1,
+            )
+
+            raw_values = [(b"d" * 24, s) for s in _singles(factory, args.single)]
+            raw_single = asyncio.run(
+                _raw_producer(
+                    services.kafka_bootstrap, raw_values, concurrency=args.connections, batch=1
+                )
+            )
+            raw_page_values = [
+                (b"d" * 24, orjson.dumps(factory.event("sections.updated")))
+                for _ in range(args.pages * 100)
+            ]
+            raw_paged = asyncio.run(
+                _raw_producer(services.kafka_bootstrap, raw_page_values, concurrency=8, batch=100)
+            )
+            print(
+                f"\nraw aiokafka, {args.connections} senders x 1 record   {raw_single:>9,.0f} "
+                f"events/s   webhook/raw = {single / raw_single:.2f}"
+            )
+            print(
+                f"raw aiokafka, 8 senders x 100 records  {raw_paged:>9,.0f} events/s   "
+                f"webhook/raw = {paged / raw_paged:.2f}"
+            )
+            _ = statistics  # figures above; nothing asserted
+        finally:
+            api.stop()
+
+
+if __name__ == "__main__":
+    main()
