@@ -217,6 +217,21 @@ def main() -> None:
             _ = statistics  # figures above; nothing asserted
         finally:
             api.stop()
+            log_lines = (services.home / "api.log").read_text().splitlines()
+            warnings = [
+                line
+                for line in log_lines
+                if '"level":"warning"' in line or '"level":"error"' in line
+            ]
+            if warnings:
+                print(f"\nAPI warnings ({len(warnings)}), last 5:")
+                kinds: dict[str, int] = {}
+                for line in warnings:
+                    msg = orjson.loads(line).get("msg", "?")
+                    kinds[msg] = kinds.get(msg, 0) + 1
+                print("  by message:", kinds)
+                for line in warnings[:3]:
+                    print("  " + line[:400])
 
 
 if __name__ == "__main__":

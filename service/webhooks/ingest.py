@@ -158,6 +158,7 @@ class Ingestor:
         self._inflight: dict[str, SendFuture] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._partitions: dict[bytes, tuple[int, int]] = {}
+        self._partition_locks: dict[int, asyncio.Lock] = {}
 
     @property
     def inflight(self) -> int:
@@ -309,6 +310,21 @@ class Ingestor:
         return futures
 
     async def _send_partition(
+        self,
+        producer: AIOKafkaProducer,
+        partition: int,
+        items: list[tuple[str, bytes, ParsedEvent, Delivery]],
+        futures: dict[str, SendFuture],
+    ) -> None:
+        # aiokafka queues one record batch per partition and, with several callers waiting for
+        # that slot, its wait loop deducts the total elapsed time on every pass and gives up
+        # early (aiokafka 0.14 add_batch). One sender per partition at a time avoids that, and
+        # keeps concurrent ingest batches in submission order on the partition.
+        lock = self._partition_locks.setdefault(partition, asyncio.Lock())
+        async with lock:
+            await self._send_partition_locked(producer, partition, items, futures)
+
+    async def _send_partition_locked(
         self,
         producer: AIOKafkaProducer,
         partition: int,

@@ -472,3 +472,16 @@ async def test_a_page_keeps_its_feed_order_on_the_partition(api: Api, services: 
         services.kafka_bootstrap, CLEVER_EVENTS.name, {e["id"] for e in events}
     )
     assert [p.event_id for p in published] == [e["id"] for e in events]
+
+
+async def test_concurrent_pages_on_one_partition_are_all_accepted(
+    api: Api, services: Services
+) -> None:
+    """Concurrent ingest batches all writing one partition: every page is accepted."""
+    factory = Factory()
+    district = factory.oid()
+    pages = [[factory.event("users.updated", district) for _ in range(50)] for _ in range(40)]
+    bodies = [encode(page(p)) for p in pages]
+    answers = await asyncio.gather(*[_post(api, b, signed_headers(b)) for b in bodies])
+    assert [code for code, _ in answers] == [202] * len(bodies)
+    assert sum(a["accepted"] for _, a in answers) == 2000
