@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import logging
 import socket
 import time
 from collections.abc import Callable
@@ -485,3 +487,39 @@ async def test_concurrent_pages_on_one_partition_are_all_accepted(
     answers = await asyncio.gather(*[_post(api, b, signed_headers(b)) for b in bodies])
     assert [code for code, _ in answers] == [202] * len(bodies)
     assert sum(a["accepted"] for _, a in answers) == 2000
+
+
+async def test_logs_carry_ids_never_secrets_or_personal_data(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    from service.logs import JsonFormatter
+
+    factory = Factory()
+    event = factory.event("users.created")
+    student = event["data"]["object"]
+    student["name"] = {"first": "Zebedee", "middle": "Q", "last": "Marmaduke"}
+    student["email"] = "zebedee.marmaduke@example.org"
+    student["roles"]["student"]["dob"] = "7/13/2015"
+    bad = copy.deepcopy(event)
+    bad["id"] = "nope"
+    caplog.set_level(logging.DEBUG)
+    for body in (encode(event), encode(bad)):
+        await _post(api, body, signed_headers(body))
+    forged = signed_headers(encode(event), secret=OTHER_SECRET)
+    await _post(api, encode(event), forged)
+
+    lines = [JsonFormatter().format(record) for record in caplog.records]
+    text = "\n".join(lines)
+    assert event["id"] in text and student["district"] in text  # ids are there to trace by
+    for secret in (
+        "Zebedee",
+        "Marmaduke",
+        "zebedee.marmaduke",
+        "7/13/2015",
+        SECRET,
+        OLD_SECRET,
+        SECRET.removeprefix("whsec_"),
+        ADMIN_TOKEN,
+        forged["webhook-signature"],
+    ):
+        assert secret not in text
