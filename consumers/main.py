@@ -6,12 +6,13 @@ import asyncio
 import logging
 import signal
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from consumers.event_log import EventLogRecorder
+from consumers.dead_letters import KafkaDeadLetters
+from consumers.roster import RosterApplier
 from consumers.runner import ConsumerRunner, consumer_options
 from service.db.engine import database_url, make_engine
-from service.kafka.config import bootstrap_servers
+from service.kafka.config import bootstrap_servers, producer_options
 from service.kafka.topics import CLEVER_EVENTS, ensure_topics
 from service.settings import Settings
 
@@ -39,17 +40,24 @@ async def run_consumer(settings: Settings) -> None:
 
     engine = make_engine(database_url(settings), pool_size=2)
     consumer = AIOKafkaConsumer(**consumer_options(bootstrap, settings.consumer_group))
+    producer = AIOKafkaProducer(**producer_options(bootstrap))
+    applier = RosterApplier(KafkaDeadLetters(producer))
     runner = ConsumerRunner(
         consumer,
         engine,
-        EventLogRecorder(),
+        applier,
         topics=[CLEVER_EVENTS.name],
         max_batch=settings.consumer_max_batch,
     )
     try:
+        await producer.start()
         await consumer.start()
         log.info("consumer started", extra={"group": settings.consumer_group})
         await runner.run(stop)
     finally:
-        await consumer.stop()
-        await engine.dispose()
+        # Bounded: with the broker or the database gone, a stop must still end the process.
+        for closing in (consumer.stop(), producer.stop(), engine.dispose()):
+            try:
+                await asyncio.wait_for(closing, timeout=10)
+            except Exception as exc:
+                log.warning("shutdown step did not finish", extra={"error": type(exc).__name__})

@@ -10,6 +10,7 @@ partitions move; SIGTERM drains the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -41,10 +42,32 @@ class BatchHandler(Protocol):
         """Writes the batch's effects through `uow`; never commits."""
 
 
-def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, (OperationalError, InterfaceError, ConnectionError, OSError)):
+# SQLSTATE classes and codes worth retrying as they are: connection lost (08), resources (53),
+# the server shutting down or not yet up (57), serialization failure and deadlock (40001, 40P01).
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57")
+_TRANSIENT_SQLSTATES = ("40001", "40P01")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure worth retrying as it is: the database (or the way to it) was unavailable.
+
+    A database outage must never make an event look like poison and be dead-lettered."""
+    if isinstance(exc, (OperationalError, InterfaceError, ConnectionError, OSError, TimeoutError)):
         return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+        state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        if state is None and orig is not None:
+            state = getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+        if isinstance(state, str):
+            return state[:2] in _TRANSIENT_SQLSTATE_CLASSES or state in _TRANSIENT_SQLSTATES
+    return False
+
+
+class Stopping(Exception):
+    """A stop was asked for while the database was unavailable."""
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -96,8 +119,10 @@ class ConsumerRunner:
         for tp in offsets:
             self._processed.pop(tp, None)
 
-    async def _apply(self, records: Sequence[Record]) -> None:
-        """One transaction for the batch; transient database failures retry with backoff."""
+    async def _apply(self, records: Sequence[Record], stop: asyncio.Event) -> None:
+        """One transaction for the batch; transient database failures retry with backoff until
+        the database is back or a stop is asked for (the batch's offsets are then left
+        uncommitted, so it is read again later: nothing is lost)."""
         delay = 0.1
         while True:
             try:
@@ -106,8 +131,10 @@ class ConsumerRunner:
                     await uow.commit()
                 return
             except Exception as exc:
-                if not _transient(exc):
+                if not is_transient(exc):
                     raise
+                if stop.is_set():
+                    raise Stopping from exc
                 log.warning(
                     "database unavailable; retrying batch",
                     extra={
@@ -116,26 +143,62 @@ class ConsumerRunner:
                         "retry_in_s": delay,
                     },
                 )
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)  # a stop ends the wait
                 delay = min(delay * 2, self.max_retry_delay)
 
     async def run(self, stop: asyncio.Event) -> None:
         self.consumer.subscribe(self.topics, listener=_CommitOnRevoke(self))
-        while not stop.is_set():
-            batch: dict[TopicPartition, list[Record]] = await self.consumer.getmany(
-                timeout_ms=250, max_records=self.max_batch
-            )
-            if not batch:
-                continue
-            async with self.batch_lock:
-                records = [record for part in batch.values() for record in part]
-                await self._apply(records)
-                for tp, part in batch.items():
-                    self._processed[tp] = part[-1].offset + 1
-                await self.commit_processed()
-                self.batches += 1
-                self.records += len(records)
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                batch = await self._next_batch(stopping)
+                if batch is None:
+                    break
+                if batch:
+                    await self._process(batch, stop)
+        finally:
+            stopping.cancel()
         log.info("consumer drained", extra={"batches": self.batches, "records": self.records})
+
+    async def _next_batch(
+        self, stopping: asyncio.Future[Any]
+    ) -> dict[TopicPartition, list[Record]] | None:
+        """The next batch, or None once a stop is asked for. aiokafka's getmany can wait without
+        end (joining a group whose coordinator is gone), so it races the stop request; a fetch
+        given up this way returns no records, which are simply read again later."""
+        fetch = asyncio.ensure_future(
+            self.consumer.getmany(timeout_ms=250, max_records=self.max_batch)
+        )
+        await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not fetch.done():
+            fetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await fetch
+            return None
+        batch: dict[TopicPartition, list[Record]] = fetch.result()
+        return batch
+
+    async def _process(
+        self, batch: dict[TopicPartition, list[Record]], stop: asyncio.Event
+    ) -> None:
+        """Applies a batch in one transaction, then commits its offsets."""
+        async with self.batch_lock:
+            records = [record for part in batch.values() for record in part]
+            try:
+                await self._apply(records, stop)
+            except Stopping:
+                log.warning(
+                    "stopping with a batch not applied; it will be read again",
+                    extra={"records": len(records)},
+                )
+                stop.set()
+                return
+            for tp, part in batch.items():
+                self._processed[tp] = part[-1].offset + 1
+            await self.commit_processed()
+            self.batches += 1
+            self.records += len(records)
 
 
 def consumer_options(bootstrap: str, group: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 EVENT_ID = "event-id"
 EVENT_TYPE = "event-type"
@@ -16,3 +17,15 @@ SOURCES = ("webhook", "poller", "backfill")
 def header_map(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
     """Decodes a record's headers; the last value wins when a name repeats."""
     return {name: value.decode("utf-8", "replace") for name, value in headers}
+
+
+def received_at(value: str | None) -> datetime:
+    """The door's receipt time from the `received-at` header; now if missing or unreadable."""
+    if value:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return datetime.now(UTC)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -16,7 +17,9 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData()
 
@@ -41,4 +44,68 @@ event_log = Table(
         "status IN ('accepted', 'applied', 'stale', 'dead_lettered')", name="event_log_status"
     ),
     Index("event_log_district_received", "district_id", "received_at"),
+)
+
+Index("event_log_status", event_log.c.status)
+
+
+def _record_table(kind: str, *extra: Column[object]) -> Table:
+    """A Clever record kind: its id, district, typed columns, the full object, and its version."""
+    return Table(
+        kind,
+        metadata,
+        Column("id", Text, primary_key=True),
+        Column("district_id", Text, nullable=False),
+        *extra,
+        Column("data", JSONB, nullable=False),
+        Column("deleted", Boolean, nullable=False),
+        Column("version_at", DateTime(timezone=True), nullable=False),
+        Column("version_delete", Boolean, nullable=False),
+        Column("version_event", Text, nullable=False),
+        Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+        Index(f"{kind}_district", "district_id"),
+    )
+
+
+districts = _record_table("districts")
+schools = _record_table("schools", Column("name", Text))
+users = _record_table(
+    "users",
+    Column("sis_id", Text),
+    Column("name_first", Text),
+    Column("name_middle", Text),
+    Column("name_last", Text),
+    Column("grade", Text),
+    Column("primary_school_id", Text),
+    Column("roles", ARRAY(Text), nullable=False, server_default="{}"),
+)
+sections = _record_table(
+    "sections", Column("school_id", Text, nullable=False), Column("name", Text)
+)
+Index("sections_school", sections.c.school_id)
+courses = _record_table("courses")
+terms = _record_table("terms")
+resources = _record_table("resources")
+
+RECORD_TABLES: dict[str, Table] = {
+    t.name: t for t in (districts, schools, users, sections, courses, terms, resources)
+}
+
+section_members = Table(
+    "section_members",
+    metadata,
+    Column("section_id", Text, primary_key=True),
+    Column("role", Text, primary_key=True),
+    Column("user_id", Text, primary_key=True),
+    CheckConstraint("role IN ('student', 'teacher')", name="section_members_role"),
+    Index("section_members_user", "user_id", "role"),
+)
+
+user_schools = Table(
+    "user_schools",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("role", Text, primary_key=True),
+    Column("school_id", Text, primary_key=True),
+    Index("user_schools_school", "school_id", "role"),
 )

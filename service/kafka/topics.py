@@ -23,7 +23,13 @@ class TopicSpec:
 # offset 0 covers everything Clever could still resend.
 CLEVER_EVENTS = TopicSpec("clever.events.v1", 12, {"retention.ms": str(35 * 24 * 3600 * 1000)})
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (CLEVER_EVENTS,)
+# Events the consumer could not apply, with the error in headers (keyed by district, like the
+# inbound topic). Kept long: a person looks at them and re-drives them once the cause is fixed.
+CLEVER_EVENTS_DLQ = TopicSpec(
+    "clever.events.dlq.v1", 3, {"retention.ms": str(90 * 24 * 3600 * 1000)}
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (CLEVER_EVENTS, CLEVER_EVENTS_DLQ)
 
 
 class TopicError(RuntimeError):

@@ -12,13 +12,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumers.event_log import EventLogRecorder
 from consumers.runner import ConsumerRunner, Record, consumer_options
 from schemas import kafka_headers as h
 from service.db.tables import event_log
 from service.db.uow import UnitOfWork
 from service.kafka.config import producer_options
 from service.kafka.topics import TopicSpec, ensure_topics
+from tests.support.event_log import EventLogRecorder
 from tests.support.services import Services
 
 

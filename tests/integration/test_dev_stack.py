@@ -27,11 +27,12 @@ def _status(url: str) -> int | None:
         return None
 
 
-def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+def _wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
+    """Until the banner is printed (after its own health check) and /readyz answers 200."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, "roster dev exited early"
-        if _status(f"{base}/readyz") == 200:
+        if "Ctrl-C stops everything" in log.read_text() and _status(f"{base}/readyz") == 200:
             return
         time.sleep(0.25)
     raise AssertionError("roster dev did not become ready")
@@ -90,7 +91,7 @@ def test_dev_stack_ready_then_stops_cleanly(
     log = tmp_path / "dev.log"
     proc, base = _start(dev_home, log)
     try:
-        _wait_ready(base, proc)
+        _wait_ready(base, proc, log)
         assert _status(f"{base}/healthz") == 200
         children = _tree(proc.pid)
         names = " ".join(" ".join(c.cmdline()) for c in children)
@@ -108,9 +109,10 @@ def test_dev_stack_ready_then_stops_cleanly(
 
 
 def test_dev_stack_children_die_with_a_killed_supervisor(dev_home: Path, tmp_path: Path) -> None:
-    proc, base = _start(dev_home, tmp_path / "dev.log")
+    log = tmp_path / "dev.log"
+    proc, base = _start(dev_home, log)
     try:
-        _wait_ready(base, proc)
+        _wait_ready(base, proc, log)
         children = _tree(proc.pid)
         proc.kill()
         proc.wait()
@@ -123,9 +125,10 @@ def test_dev_stack_children_die_with_a_killed_supervisor(dev_home: Path, tmp_pat
 def test_dev_stack_data_survives_a_restart(dev_home: Path, tmp_path: Path) -> None:
     """The second start reuses the formatted broker storage and the initialised database."""
     for _ in range(2):
-        proc, base = _start(dev_home, tmp_path / "dev.log")
+        log = tmp_path / "dev.log"
+        proc, base = _start(dev_home, log)
         try:
-            _wait_ready(base, proc)
+            _wait_ready(base, proc, log)
             os.killpg(proc.pid, signal.SIGINT)
             assert proc.wait(timeout=60) == 0
         finally:

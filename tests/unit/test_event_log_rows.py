@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 
 from aiokafka import ConsumerRecord
 
-from consumers.event_log import log_rows
 from consumers.runner import Record
+from tests.support.event_log import log_rows
 
 
 def _record(
@@ -62,3 +62,26 @@ def test_unparseable_received_time_falls_back_to_now() -> None:
     rows = log_rows([_record(1, "e1", received=b"yesterday")])
     received = rows[0]["received_at"]
     assert isinstance(received, datetime) and received >= before
+
+
+def test_database_outages_are_transient_and_bad_data_is_not() -> None:
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    from consumers.runner import is_transient
+
+    class Driver(Exception):
+        def __init__(self, sqlstate: str) -> None:
+            super().__init__(sqlstate)
+            self.sqlstate = sqlstate
+
+    def wrapped(sqlstate: str) -> DBAPIError:
+        return DBAPIError("stmt", {}, Driver(sqlstate))
+
+    assert is_transient(OperationalError("stmt", {}, Exception("gone")))
+    assert is_transient(ConnectionRefusedError())
+    assert is_transient(wrapped("57P01"))  # admin shutdown
+    assert is_transient(wrapped("08006"))  # connection failure
+    assert is_transient(wrapped("40P01"))  # deadlock
+    assert not is_transient(wrapped("22021"))  # invalid byte sequence: the event is bad
+    assert not is_transient(wrapped("23505"))
+    assert not is_transient(ValueError("bug"))

@@ -1,12 +1,9 @@
-"""Records where each inbound event was read (partition, offset) in the event log.
-
-The roster consumer builds on this: the event log is written in the same transaction as the batch.
-"""
+"""A minimal batch handler for testing the consumer loop's ack policy on its own: it records
+where each inbound event was read (partition, offset) in the event log."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
@@ -15,17 +12,6 @@ from consumers.runner import Record
 from schemas import kafka_headers as h
 from service.db.tables import event_log
 from service.db.uow import UnitOfWork
-
-
-def _received_at(value: str | None) -> datetime:
-    if value:
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            pass
-        else:
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return datetime.now(UTC)
 
 
 def log_rows(records: Sequence[Record]) -> list[dict[str, object]]:
@@ -43,7 +29,7 @@ def log_rows(records: Sequence[Record]) -> list[dict[str, object]]:
                 "type": headers.get(h.EVENT_TYPE, "unknown"),
                 "district_id": (record.key or b"").decode("utf-8", "replace"),
                 "source": headers.get(h.SOURCE, "unknown"),
-                "received_at": _received_at(headers.get(h.RECEIVED_AT)),
+                "received_at": h.received_at(headers.get(h.RECEIVED_AT)),
                 "kafka_partition": record.partition,
                 "kafka_offset": record.offset,
             },

@@ -1,0 +1,50 @@
+"""The dead-letter topic: events the consumer could not apply, with the error in headers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
+
+from aiokafka import AIOKafkaProducer
+
+from service.kafka.topics import CLEVER_EVENTS_DLQ
+
+if TYPE_CHECKING:
+    from consumers.roster import Poison
+
+ERROR = "dlq-error"
+ORIGIN = "dlq-origin"  # topic/partition/offset the event was read from
+AT = "dlq-at"
+
+
+class DeadLetters(Protocol):
+    async def send(self, poison: Sequence[Poison]) -> None:
+        """Publishes `poison` and returns once Kafka has acknowledged every record."""
+
+
+class KafkaDeadLetters:
+    def __init__(self, producer: AIOKafkaProducer, topic: str = CLEVER_EVENTS_DLQ.name) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.sent = 0
+
+    async def send(self, poison: Sequence[Poison]) -> None:
+        now = datetime.now(UTC).isoformat().encode()
+        futures = []
+        for item in poison:
+            record = item.record
+            headers = [(name, value) for name, value in record.headers]
+            headers += [
+                (ERROR, item.error.encode()),
+                (ORIGIN, f"{record.topic}/{record.partition}/{record.offset}".encode()),
+                (AT, now),
+            ]
+            futures.append(
+                await self.producer.send(
+                    self.topic, key=record.key, value=record.value, headers=headers
+                )
+            )
+        for future in futures:
+            await future
+        self.sent += len(futures)

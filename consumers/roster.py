@@ -1,0 +1,218 @@
+"""The roster consumer's handler: applies a batch of Clever events to the roster database.
+
+Per batch, inside the runner's one transaction:
+1. decode every record (a record that is not a valid Clever event is dead-lettered at once);
+2. skip event ids already settled (redelivery, replay: nothing changes);
+3. lock the batch's districts and the stored rows it touches, plan newest-wins with the pure rules,
+   write the winning rows and their memberships, and record every event's outcome.
+Step 3 runs as one set-based savepoint; if it fails for a reason other than a transient database
+error, each event is retried alone in its own savepoint so one poison event cannot block the rest,
+and an event that still fails goes to the dead-letter topic with its error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from consumers.dead_letters import DeadLetters
+from consumers.runner import Record, is_transient
+from schemas import kafka_headers as h
+from schemas.clever import EVENT_ADAPTER, AnyEvent, Section, User
+from service.db.uow import UnitOfWork
+from service.roster import store
+from service.roster.records import (
+    record_key,
+    record_row,
+    section_members,
+    user_school_links,
+    version_of,
+)
+from service.roster.rules import Incoming, Outcome, plan_batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    record: Record
+    headers: dict[str, str]
+    event: AnyEvent
+    raw_object: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Poison:
+    record: Record
+    headers: dict[str, str]
+    event_id: str | None
+    error: str
+
+
+def describe(exc: BaseException) -> str:
+    """The error without the statement or its parameters (they may hold personal data): for a
+    database error, the driver's own message (`invalid byte sequence ...`)."""
+    cause = getattr(exc, "orig", None) or exc
+    first_line = (str(cause).splitlines() or [""])[0]
+    return f"{type(cause).__name__}: {first_line[:200]}"
+
+
+def decode(record: Record) -> Decoded | Poison:
+    headers = h.header_map(record.headers)
+    try:
+        document = orjson.loads(record.value or b"")
+        event = EVENT_ADAPTER.validate_python(document)
+    except (orjson.JSONDecodeError, ValidationError, TypeError) as exc:
+        message = f"not a valid Clever event: {type(exc).__name__}"
+        if isinstance(exc, ValidationError):
+            first = exc.errors(include_input=False)[0]
+            message += f" at {'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+        return Poison(record, headers, headers.get(h.EVENT_ID), message)
+    return Decoded(record, headers, event, document["data"]["object"])
+
+
+class RosterApplier:
+    def __init__(self, dead_letters: DeadLetters, *, attempts: int = 2) -> None:
+        self.dead_letters = dead_letters
+        self.attempts = attempts
+        self.outcomes: dict[str, int] = defaultdict(int)
+
+    async def handle(self, uow: UnitOfWork, records: Sequence[Record]) -> None:
+        decoded = [decode(r) for r in records]
+        poison = [d for d in decoded if isinstance(d, Poison)]
+        good = [d for d in decoded if isinstance(d, Decoded)]
+        conn = uow.connection
+        settled = await store.settled_event_ids(conn, [d.event.id for d in good])
+        todo: list[Decoded] = []
+        for d in good:  # at most one copy of an event id per batch, none already settled
+            if d.event.id not in settled:
+                settled.add(d.event.id)
+                todo.append(d)
+
+        rows: list[dict[str, Any]] = []
+        try:
+            async with conn.begin_nested():
+                rows = await self._apply(uow, todo)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.warning(
+                "batch apply failed; applying its events one by one",
+                extra={"error": type(exc).__name__, "events": len(todo)},
+            )
+            rows, failed = await self._apply_one_by_one(uow, todo)
+            poison += failed
+
+        if poison:
+            await self.dead_letters.send(poison)
+            rows += [_dead_row(p) for p in poison if p.event_id]
+        await store.record_outcomes(conn, rows)
+        for row in rows:
+            self.outcomes[row["status"]] += 1
+        self.outcomes["skipped"] += len(good) - len(todo)
+
+    async def _apply_one_by_one(
+        self, uow: UnitOfWork, todo: Sequence[Decoded]
+    ) -> tuple[list[dict[str, Any]], list[Poison]]:
+        rows: list[dict[str, Any]] = []
+        failed: list[Poison] = []
+        for item in todo:
+            error = ""
+            for _ in range(self.attempts):
+                try:
+                    async with uow.connection.begin_nested():
+                        rows += await self._apply(uow, [item])
+                    break
+                except Exception as exc:
+                    if is_transient(exc):
+                        raise
+                    error = f"apply failed: {describe(exc)}"
+            else:
+                log.error(
+                    "event dead-lettered",
+                    extra={
+                        "event_id": item.event.id,
+                        "district_id": item.event.district_id,
+                        "error": error,
+                    },
+                )
+                failed.append(Poison(item.record, item.headers, item.event.id, error))
+        return rows, failed
+
+    async def _apply(self, uow: UnitOfWork, items: Sequence[Decoded]) -> list[dict[str, Any]]:
+        conn = uow.connection
+        if not items:
+            return []
+        await store.lock_districts(conn, {d.event.district_id for d in items})
+        ids_by_kind: dict[str, set[str]] = defaultdict(set)
+        for d in items:
+            kind, record_id = record_key(d.event)
+            ids_by_kind[kind].add(record_id)
+        stored = {}
+        for kind, ids in sorted(ids_by_kind.items()):
+            for record_id, version in (await store.stored_versions(conn, kind, list(ids))).items():
+                stored[(kind, record_id)] = version
+
+        plan = plan_batch(
+            stored,
+            [Incoming(d.event.id, record_key(d.event), version_of(d.event), d) for d in items],
+        )
+        rows_by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        members: dict[str, list[tuple[str, str]]] = {}
+        links: dict[str, list[tuple[str, str]]] = {}
+        for (kind, record_id), write in plan.writes.items():
+            event = write.payload.event
+            rows_by_kind[kind].append(record_row(event, write.payload.raw_object))
+            obj = event.data.object
+            if isinstance(obj, Section):
+                members[record_id] = section_members(obj)
+            elif isinstance(obj, User):
+                links[record_id] = user_school_links(obj)
+        for kind, kind_rows in sorted(rows_by_kind.items()):
+            await store.upsert_records(conn, kind, kind_rows)
+        await store.replace_section_members(conn, members)
+        await store.replace_user_schools(conn, links)
+
+        now = datetime.now(UTC)
+        return [
+            _outcome_row(d, plan.outcomes[d.event.id], now)
+            for d in items
+            if d.event.id in plan.outcomes
+        ]
+
+
+def _outcome_row(item: Decoded, outcome: Outcome, now: datetime) -> dict[str, Any]:
+    return {
+        "event_id": item.event.id,
+        "type": item.event.type,
+        "district_id": item.event.district_id,
+        "source": item.headers.get(h.SOURCE, "unknown"),
+        "received_at": h.received_at(item.headers.get(h.RECEIVED_AT)),
+        "status": outcome.value,
+        "error": None,
+        "applied_at": now if outcome is Outcome.APPLIED else None,
+        "kafka_partition": item.record.partition,
+        "kafka_offset": item.record.offset,
+    }
+
+
+def _dead_row(poison: Poison) -> dict[str, Any]:
+    return {
+        "event_id": poison.event_id,
+        "type": poison.headers.get(h.EVENT_TYPE, "unknown"),
+        "district_id": (poison.record.key or b"").decode("utf-8", "replace"),
+        "source": poison.headers.get(h.SOURCE, "unknown"),
+        "received_at": h.received_at(poison.headers.get(h.RECEIVED_AT)),
+        "status": "dead_lettered",
+        "error": poison.error,
+        "applied_at": None,
+        "kafka_partition": poison.record.partition,
+        "kafka_offset": poison.record.offset,
+    }

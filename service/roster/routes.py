@@ -1,0 +1,114 @@
+"""`GET /v1/students/{id}` and `GET /v1/sections/{id}`: the roster as the consumer built it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.auth import AdminOnly
+from service.db.tables import section_members, sections, users
+
+router = APIRouter(prefix="/v1", tags=["roster"], dependencies=[AdminOnly])
+
+_UNKNOWN: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No valid admin token"},
+    404: {"description": "Unknown id"},
+}
+
+
+class Name(BaseModel):
+    first: str | None
+    middle: str | None
+    last: str | None
+
+
+class Student(BaseModel):
+    id: str
+    district_id: str
+    sis_id: str | None
+    name: Name
+    grade: str | None
+    school_ids: list[str]
+    primary_school_id: str | None
+    section_ids: list[str]
+    programs: list[str]
+    deleted: bool
+    last_modified: str
+
+
+class SectionOut(BaseModel):
+    id: str
+    district_id: str
+    school_id: str
+    name: str | None
+    student_ids: list[str]
+    teacher_ids: list[str]
+    deleted: bool
+    last_modified: str
+
+
+_STUDENT_SCHOOLS = text(
+    "SELECT DISTINCT school_id FROM student_school_links WHERE student_id = :id ORDER BY 1"
+)
+_STUDENT_SECTIONS = text(
+    """
+    SELECT m.section_id FROM section_members m
+      JOIN sections s ON s.id = m.section_id AND NOT s.deleted
+     WHERE m.user_id = :id AND m.role = 'student'
+     ORDER BY 1
+    """
+)
+
+
+@router.get("/students/{student_id}", response_model=Student, responses=_UNKNOWN)
+async def get_student(student_id: str, request: Request) -> Student:
+    engine: AsyncEngine = request.app.state.engine
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(users).where(users.c.id == student_id))).first()
+        if row is None or "student" not in row.roles:
+            raise HTTPException(status_code=404, detail="unknown student")
+        school_ids = [r[0] for r in await conn.execute(_STUDENT_SCHOOLS, {"id": student_id})]
+        section_ids = [r[0] for r in await conn.execute(_STUDENT_SECTIONS, {"id": student_id})]
+    return Student(
+        id=row.id,
+        district_id=row.district_id,
+        sis_id=row.sis_id,
+        name=Name(first=row.name_first, middle=row.name_middle, last=row.name_last),
+        grade=row.grade,
+        school_ids=school_ids,
+        primary_school_id=row.primary_school_id,
+        section_ids=section_ids,
+        programs=[],
+        deleted=row.deleted,
+        last_modified=row.version_at.isoformat(),
+    )
+
+
+@router.get("/sections/{section_id}", response_model=SectionOut, responses=_UNKNOWN)
+async def get_section(section_id: str, request: Request) -> SectionOut:
+    engine: AsyncEngine = request.app.state.engine
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(sections).where(sections.c.id == section_id))).first()
+        if row is None:
+            raise HTTPException(status_code=404, detail="unknown section")
+        members = (
+            await conn.execute(
+                select(section_members.c.role, section_members.c.user_id)
+                .where(section_members.c.section_id == section_id)
+                .order_by(section_members.c.user_id)
+            )
+        ).all()
+    return SectionOut(
+        id=row.id,
+        district_id=row.district_id,
+        school_id=row.school_id,
+        name=row.name,
+        student_ids=[m.user_id for m in members if m.role == "student"],
+        teacher_ids=[m.user_id for m in members if m.role == "teacher"],
+        deleted=row.deleted,
+        last_modified=row.version_at.isoformat(),
+    )

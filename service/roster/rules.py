@@ -1,0 +1,90 @@
+"""The roster's rules, as pure functions: which version of a record wins, and what a batch does.
+
+No I/O here: the consumer loads what is stored, asks these functions what to do, and writes the
+answer. The contract's rules this module holds:
+
+- Newest wins, per record. An event's version is its object's `last_modified`, else the event's
+  `created`. Versions are totally ordered by (time, is-delete, event id): equal times resolve the
+  same way whatever order the events arrive in (a delete beats an update of the same instant; the
+  event id breaks the last tie), so the final state never depends on arrival order.
+- An event not newer than what is stored is `stale` and changes nothing. A delete is a tombstone:
+  it keeps its version, so older updates never bring the record back; a newer create or update
+  does.
+- Replays change nothing: an event id that was settled before is skipped (the consumer's job),
+  and re-deciding the same event against its own stored version is `stale`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+
+@dataclass(frozen=True, order=True)
+class Version:
+    at: datetime
+    delete: bool
+    event_id: str
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    STALE = "stale"
+
+
+def decide(stored: Version | None, incoming: Version) -> Outcome:
+    """Whether an incoming version replaces the stored one."""
+    return Outcome.APPLIED if stored is None or incoming > stored else Outcome.STALE
+
+
+RecordKey = tuple[str, str]  # (record kind, record id)
+E = TypeVar("E")
+
+
+@dataclass(frozen=True)
+class Incoming(Generic[E]):
+    """One event as the planner sees it: which record it touches and its version."""
+
+    event_id: str
+    record: RecordKey
+    version: Version
+    payload: E
+
+
+@dataclass(frozen=True)
+class Plan(Generic[E]):
+    """What a batch does: each event's outcome, and the one write per record that changes."""
+
+    outcomes: dict[str, Outcome]
+    writes: dict[RecordKey, Incoming[E]]
+
+
+def plan_batch(stored: Mapping[RecordKey, Version], events: Sequence[Incoming[E]]) -> Plan[E]:
+    """Applies newest-wins to a batch against the stored versions.
+
+    Within a batch only the newest event of each record is written. Every event newer than what
+    was stored counts as applied (in sequence it would have been, before a newer one replaced
+    it); events not newer than the stored version, or than an earlier event of the batch that
+    they lose to, are stale.
+    """
+    outcomes: dict[str, Outcome] = {}
+    current: dict[RecordKey, Version] = dict(stored)
+    writes: dict[RecordKey, Incoming[E]] = {}
+    for event in events:
+        if event.event_id in outcomes:
+            continue  # the same event twice in one batch: settled by its first copy
+        outcome = decide(current.get(event.record), event.version)
+        outcomes[event.event_id] = outcome
+        if outcome is Outcome.APPLIED:
+            current[event.record] = event.version
+            writes[event.record] = event
+    return Plan(outcomes, writes)
+
+
+def student_schools(role_schools: Iterable[str], section_schools: Iterable[str]) -> list[str]:
+    """A student's schools: those of the newest user record, and of the non-deleted sections
+    that list the student (the caller passes only non-deleted sections)."""
+    return sorted(set(role_schools) | set(section_schools))

@@ -1,0 +1,126 @@
+"""Roster storage: reads and writes through the caller's connection; never commits.
+
+The unit of work that owns the connection commits (see service/db/uow.py).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import delete, select, text, tuple_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.db.tables import RECORD_TABLES, event_log, section_members, user_schools
+from service.roster.rules import Version
+
+SETTLED = ("applied", "stale", "dead_lettered")
+
+
+async def settled_event_ids(conn: AsyncConnection, ids: Sequence[str]) -> set[str]:
+    """Event ids whose outcome is already decided: a redelivery or replay skips them."""
+    if not ids:
+        return set()
+    rows = await conn.execute(
+        select(event_log.c.event_id).where(
+            event_log.c.event_id.in_(ids), event_log.c.status.in_(SETTLED)
+        )
+    )
+    return {row[0] for row in rows}
+
+
+async def lock_districts(conn: AsyncConnection, district_ids: Iterable[str]) -> None:
+    """Transaction-scoped advisory locks: two consumers never apply one district at once (even a
+    zombie still finishing a batch after its partitions moved). Sorted: no deadlocks."""
+    keys = sorted({zlib.crc32(d.encode()) for d in district_ids})
+    if keys:
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(1, k) FROM unnest(CAST(:keys AS int[])) AS k"),
+            {"keys": [k - 2**31 for k in keys]},
+        )
+
+
+async def stored_versions(
+    conn: AsyncConnection, kind: str, ids: Sequence[str]
+) -> dict[str, Version]:
+    """The stored version of each record, rows locked until the transaction ends."""
+    table = RECORD_TABLES[kind]
+    rows = await conn.execute(
+        select(table.c.id, table.c.version_at, table.c.version_delete, table.c.version_event)
+        .where(table.c.id.in_(sorted(ids)))
+        .order_by(table.c.id)
+        .with_for_update()
+    )
+    return {r.id: Version(r.version_at, r.version_delete, r.version_event) for r in rows}
+
+
+async def upsert_records(conn: AsyncConnection, kind: str, rows: Sequence[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    table = RECORD_TABLES[kind]
+    stmt = insert(table)
+    updated: dict[str, Any] = {
+        c.name: stmt.excluded[c.name] for c in table.columns if c.name != "id"
+    }
+    updated["updated_at"] = text("now()")
+    # The planner already decided newest-wins; the guard repeats it in SQL for safety.
+    newer = tuple_(
+        stmt.excluded.version_at, stmt.excluded.version_delete, stmt.excluded.version_event
+    ) > tuple_(table.c.version_at, table.c.version_delete, table.c.version_event)
+    await conn.execute(
+        stmt.on_conflict_do_update(index_elements=[table.c.id], set_=updated, where=newer),
+        list(rows),
+    )
+
+
+async def replace_section_members(
+    conn: AsyncConnection, members: dict[str, list[tuple[str, str]]]
+) -> None:
+    """Each section's lists become exactly `members[section]` (Clever sends full lists)."""
+    if not members:
+        return
+    await conn.execute(delete(section_members).where(section_members.c.section_id.in_(members)))
+    rows = [
+        {"section_id": sid, "role": role, "user_id": uid}
+        for sid, pairs in members.items()
+        for role, uid in pairs
+    ]
+    if rows:
+        await conn.execute(insert(section_members).on_conflict_do_nothing(), rows)
+
+
+async def replace_user_schools(
+    conn: AsyncConnection, links: dict[str, list[tuple[str, str]]]
+) -> None:
+    if not links:
+        return
+    await conn.execute(delete(user_schools).where(user_schools.c.user_id.in_(links)))
+    rows = [
+        {"user_id": uid, "role": role, "school_id": school}
+        for uid, pairs in links.items()
+        for role, school in pairs
+    ]
+    if rows:
+        await conn.execute(insert(user_schools).on_conflict_do_nothing(), rows)
+
+
+async def record_outcomes(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Writes each event's outcome; the door's row (source, received time) is kept."""
+    if not rows:
+        return
+    stmt = insert(event_log)
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[event_log.c.event_id],
+            set_={
+                "status": stmt.excluded.status,
+                "error": stmt.excluded.error,
+                "applied_at": stmt.excluded.applied_at,
+                "kafka_partition": stmt.excluded.kafka_partition,
+                "kafka_offset": stmt.excluded.kafka_offset,
+            },
+        ),
+        list(rows),
+    )

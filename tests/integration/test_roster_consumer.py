@@ -1,0 +1,252 @@
+"""The roster consumer on the real broker and database: applied once, in order, whatever fails."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumers.dead_letters import KafkaDeadLetters
+from consumers.roster import RosterApplier
+from consumers.runner import ConsumerRunner, consumer_options
+from schemas import kafka_headers as h
+from service.db.tables import RECORD_TABLES, event_log, section_members
+from service.kafka.config import producer_options
+from service.kafka.topics import CLEVER_EVENTS, CLEVER_EVENTS_DLQ, ensure_topics
+from tests.integration.conftest import Api
+from tests.support.district import Expected, generate, oracle
+from tests.support.factory import Factory, page
+from tests.support.services import Services
+from tests.support.topic import read_topic
+from tests.support.webhook import ADMIN_TOKEN, encode, signed_headers
+
+ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+async def run_consumer(
+    services: Services,
+    engine: AsyncEngine,
+    group: str,
+    done: Callable[[ConsumerRunner], Awaitable[bool]],
+    timeout: float = 90.0,
+) -> ConsumerRunner:
+    """Runs the real consumer loop (group `group`) until `done` says so."""
+    await ensure_topics(services.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(**consumer_options(services.kafka_bootstrap, group))
+    producer = AIOKafkaProducer(**producer_options(services.kafka_bootstrap))
+    await producer.start()
+    await consumer.start()
+    runner = ConsumerRunner(
+        consumer,
+        engine,
+        RosterApplier(KafkaDeadLetters(producer)),
+        topics=[CLEVER_EVENTS.name],
+        max_batch=200,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        async with asyncio.timeout(timeout):
+            while not await done(runner):
+                assert not task.done() or task.exception() is None, task.exception()
+                await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        await task
+        await consumer.stop()
+        await producer.stop()
+    return runner
+
+
+def settled(engine: AsyncEngine, ids: set[str]) -> Callable[[ConsumerRunner], Awaitable[bool]]:
+    async def check(_: ConsumerRunner) -> bool:
+        async with engine.connect() as conn:
+            count = await conn.scalar(
+                select(func.count())
+                .select_from(event_log)
+                .where(
+                    event_log.c.event_id.in_(ids),
+                    event_log.c.status.in_(("applied", "stale", "dead_lettered")),
+                )
+            )
+        return count == len(ids)
+
+    return check
+
+
+async def topic_size(services: Services) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=services.kafka_bootstrap)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(CLEVER_EVENTS.name, p) for p in range(CLEVER_EVENTS.partitions)]
+        return sum((await consumer.end_offsets(parts)).values())
+    finally:
+        await consumer.stop()
+
+
+async def snapshot(engine: AsyncEngine, district_id: str) -> dict[str, Any]:
+    """Everything the consumer wrote for a district, including when each row was last written."""
+    out: dict[str, Any] = {}
+    async with engine.connect() as conn:
+        for kind, table in RECORD_TABLES.items():
+            rows = await conn.execute(
+                select(
+                    table.c.id, table.c.version_event, table.c.deleted, table.c.updated_at
+                ).where(table.c.district_id == district_id)
+            )
+            out[kind] = {r.id: (r.version_event, r.deleted, r.updated_at) for r in rows}
+        members = await conn.execute(
+            select(section_members).where(section_members.c.section_id.in_(out["sections"]))
+        )
+        out["members"] = {(m.section_id, m.role, m.user_id) for m in members}
+        links = await conn.execute(
+            text("SELECT user_id, role, school_id FROM user_schools WHERE user_id = ANY(:ids)"),
+            {"ids": list(out["users"])},
+        )
+        out["user_schools"] = {tuple(r) for r in links}
+        log_rows = await conn.execute(
+            select(event_log.c.event_id, event_log.c.status, event_log.c.applied_at).where(
+                event_log.c.district_id == district_id
+            )
+        )
+        out["event_log"] = {r.event_id: (r.status, r.applied_at) for r in log_rows}
+    return out
+
+
+def assert_matches(state: dict[str, Any], expected: Expected) -> None:
+    got = {
+        (kind, rid): (row[0], row[1]) for kind in RECORD_TABLES for rid, row in state[kind].items()
+    }
+    assert got == expected.records
+    assert state["members"] == expected.members
+    assert {eid: status for eid, (status, _) in state["event_log"].items()} == expected.outcomes
+
+
+async def publish_raw(services: Services, events: list[dict[str, Any]], source: str) -> None:
+    """Puts events on the inbound topic as another door (poller, backfill) would."""
+    producer = AIOKafkaProducer(**producer_options(services.kafka_bootstrap))
+    await producer.start()
+    try:
+        for event in events:
+            obj = event["data"]["object"]
+            district = obj["id"] if event["type"].startswith("districts.") else obj["district"]
+            await producer.send(
+                CLEVER_EVENTS.name,
+                key=district.encode(),
+                value=encode(event),
+                headers=[
+                    (h.EVENT_ID, event["id"].encode()),
+                    (h.EVENT_TYPE, event["type"].encode()),
+                    (h.SOURCE, source.encode()),
+                ],
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def test_webhook_to_roster_end_to_end_then_redelivery_and_replay_change_nothing(
+    api: Api, services: Services, engine: AsyncEngine
+) -> None:
+    district = generate(Factory())
+    expected = oracle(district.events)
+    for start in range(0, len(district.events), 25):
+        body = encode(page(district.events[start : start + 25]))
+        response = await api.client.post(
+            "/webhooks/clever", content=body, headers=signed_headers(body)
+        )
+        assert response.status_code == 202
+    ids = {e["id"] for e in district.events}
+
+    group = f"roster-{uuid.uuid4().hex[:8]}"
+    await run_consumer(services, engine, group, settled(engine, ids))
+    state = await snapshot(engine, district.id)
+    assert_matches(state, expected)
+
+    for student in district.students[:8]:
+        answer = (await api.client.get(f"/v1/students/{student}", headers=ADMIN)).json()
+        assert answer["school_ids"] == expected.student_schools.get(student, [])
+        assert answer["section_ids"] == expected.student_sections.get(student, [])
+        assert answer["deleted"] == expected.records[("users", student)][1]
+    for section in district.sections:
+        answer = (await api.client.get(f"/v1/sections/{section}", headers=ADMIN)).json()
+        assert answer["student_ids"] == sorted(
+            u for s, r, u in expected.members if s == section and r == "student"
+        )
+        assert answer["deleted"] == expected.records[("sections", section)][1]
+    one = (await api.client.get(f"/v1/events/{district.events[0]['id']}", headers=ADMIN)).json()
+    assert one["status"] == "applied" and one["applied_at"] is not None
+
+    # Redelivery through another door: the same events again, read by the same group.
+    await publish_raw(services, district.events, "backfill")
+
+    async def read_them(runner: ConsumerRunner) -> bool:
+        return runner.records >= len(district.events)
+
+    await run_consumer(services, engine, group, read_them)
+    assert await snapshot(engine, district.id) == state  # not even rewritten (updated_at)
+
+    # Replay of the whole topic from offset 0 by a fresh group.
+    total = await topic_size(services)
+
+    async def read_all(runner: ConsumerRunner) -> bool:
+        return runner.records >= total
+
+    await run_consumer(services, engine, f"replay-{uuid.uuid4().hex[:8]}", read_all)
+    assert await snapshot(engine, district.id) == state
+
+
+async def test_a_poison_event_is_dead_lettered_and_its_neighbours_applied(
+    services: Services, engine: AsyncEngine
+) -> None:
+    factory = Factory()
+    district = factory.oid()
+    before = factory.event("users.created", district)
+    poison = factory.event("users.created", district)
+    poison["data"]["object"]["name"]["first"] = "bad\u0000name"  # PostgreSQL refuses NUL
+    after = factory.event("sections.created", district)
+    await publish_raw(services, [before, poison, after], "poller")
+    garbage_id = factory.oid()
+    producer = AIOKafkaProducer(**producer_options(services.kafka_bootstrap))
+    await producer.start()
+    await producer.send_and_wait(
+        CLEVER_EVENTS.name,
+        key=district.encode(),
+        value=b"{not json",
+        headers=[(h.EVENT_ID, garbage_id.encode()), (h.SOURCE, b"poller")],
+    )
+    await producer.stop()
+
+    ids = {before["id"], poison["id"], after["id"], garbage_id}
+    await run_consumer(services, engine, f"poison-{uuid.uuid4().hex[:8]}", settled(engine, ids))
+    async with engine.connect() as conn:
+        rows = {
+            r.event_id: (r.status, r.error)
+            for r in await conn.execute(
+                select(event_log.c.event_id, event_log.c.status, event_log.c.error).where(
+                    event_log.c.event_id.in_(ids)
+                )
+            )
+        }
+    assert rows[before["id"]] == ("applied", None)
+    assert rows[after["id"]] == ("applied", None)
+    status, error = rows[poison["id"]]
+    assert status == "dead_lettered" and "invalid byte sequence" in error
+    assert "INSERT" not in error and "bad" not in error  # no statement, no values
+    assert (
+        rows[garbage_id][0] == "dead_lettered" and "not a valid Clever event" in rows[garbage_id][1]
+    )
+
+    dead = await read_topic(services.kafka_bootstrap, CLEVER_EVENTS_DLQ.name, ids)
+    assert sorted(d.event_id for d in dead) == sorted([poison["id"], garbage_id])
+    for record in dead:
+        assert record.key == district.encode()
+        assert record.headers["dlq-error"]
+        assert record.headers["dlq-origin"].startswith(f"{CLEVER_EVENTS.name}/")
+    assert orjson.loads(next(d for d in dead if d.event_id == poison["id"]).value) == poison
