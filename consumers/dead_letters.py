@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from aiokafka import AIOKafkaProducer
 
+from consumers.metrics import DEAD_LETTERED
 from service.kafka.topics import CLEVER_EVENTS_DLQ
 
 if TYPE_CHECKING:
@@ -48,3 +49,4 @@ class KafkaDeadLetters:
         for future in futures:
             await future
         self.sent += len(futures)
+        DEAD_LETTERED.inc(len(futures))

@@ -7,6 +7,7 @@ import logging
 import signal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client import start_http_server
 
 from consumers.dead_letters import KafkaDeadLetters
 from consumers.roster import RosterApplier
@@ -38,6 +39,14 @@ async def run_consumer(settings: Settings) -> None:
     if stop.is_set():
         return
 
+    if settings.consumer_metrics_port:
+        try:
+            start_http_server(settings.consumer_metrics_port, addr=settings.http_host)
+        except OSError as exc:
+            log.warning(
+                "consumer metrics not served",
+                extra={"port": settings.consumer_metrics_port, "error": str(exc)},
+            )
     engine = make_engine(database_url(settings), pool_size=2)
     consumer = AIOKafkaConsumer(**consumer_options(bootstrap, settings.consumer_group))
     producer = AIOKafkaProducer(**producer_options(bootstrap))

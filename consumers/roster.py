@@ -23,6 +23,7 @@ import orjson
 from pydantic import ValidationError
 
 from consumers.dead_letters import DeadLetters
+from consumers.metrics import APPLIED, APPLY_LATENCY
 from consumers.runner import Record, is_transient
 from schemas import kafka_headers as h
 from schemas.clever import EVENT_ADAPTER, AnyEvent, Section, User
@@ -83,6 +84,7 @@ class RosterApplier:
         self.dead_letters = dead_letters
         self.attempts = attempts
         self.outcomes: dict[str, int] = defaultdict(int)
+        self._pending: tuple[list[dict[str, Any]], int] = ([], 0)
 
     async def handle(self, uow: UnitOfWork, records: Sequence[Record]) -> None:
         decoded = [decode(r) for r in records]
@@ -114,9 +116,20 @@ class RosterApplier:
             await self.dead_letters.send(poison)
             rows += [_dead_row(p) for p in poison if p.event_id]
         await store.record_outcomes(conn, rows)
+        # Counted once the runner reports the commit (a rolled-back batch is applied again).
+        self._pending = (rows, len(good) - len(todo))
+
+    def committed(self) -> None:
+        rows, skipped = self._pending
+        self._pending = ([], 0)
+        now = datetime.now(UTC)
         for row in rows:
             self.outcomes[row["status"]] += 1
-        self.outcomes["skipped"] += len(good) - len(todo)
+            APPLIED.labels(row["status"]).inc()
+            if row["status"] != "dead_lettered":
+                APPLY_LATENCY.observe(max(0.0, (now - row["received_at"]).total_seconds()))
+        self.outcomes["skipped"] += skipped
+        APPLIED.labels("skipped").inc(skipped)
 
     async def _apply_one_by_one(
         self, uow: UnitOfWork, todo: Sequence[Decoded]

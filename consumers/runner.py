@@ -20,6 +20,7 @@ from aiokafka.structs import OffsetAndMetadata
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from consumers.metrics import BATCH_SIZE, LAG
 from service.db.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,9 @@ class Record(Protocol):
 class BatchHandler(Protocol):
     async def handle(self, uow: UnitOfWork, records: Sequence[Record]) -> None:
         """Writes the batch's effects through `uow`; never commits."""
+
+    def committed(self) -> None:
+        """Called once the batch's transaction has committed (metrics, follow-ups)."""
 
 
 # SQLSTATE classes and codes worth retrying as they are: connection lost (08), resources (53),
@@ -129,6 +133,7 @@ class ConsumerRunner:
                 async with UnitOfWork(self.engine) as uow:
                     await self.handler.handle(uow, records)
                     await uow.commit()
+                self.handler.committed()
                 return
             except Exception as exc:
                 if not is_transient(exc):
@@ -199,6 +204,17 @@ class ConsumerRunner:
             await self.commit_processed()
             self.batches += 1
             self.records += len(records)
+            BATCH_SIZE.observe(len(records))
+            await self.report_lag()
+
+    async def report_lag(self) -> None:
+        """Lag per assigned partition from the high-water marks fetches bring back."""
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = await self.consumer.position(tp)
+            LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
 
 def consumer_options(bootstrap: str, group: str) -> dict[str, Any]:

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     # Consumer batching.
     consumer_group: str = "roster-consumer"
     consumer_max_batch: int = Field(500, ge=1)
+    # Where `roster consume` serves its /metrics (0: not served).
+    consumer_metrics_port: int = Field(9101, ge=0, le=65535)
 
     @field_validator("webhook_secrets", mode="before")
     @classmethod

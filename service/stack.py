@@ -85,6 +85,11 @@ def run_dev_stack(settings: Settings) -> int:
         _say(f"  API             {base}  (docs {base}/docs)")
         _say(f"  webhook         POST {base}/webhooks/clever")
         _say(f"  health          {base}/healthz  {base}/readyz  {base}/metrics")
+        if settings.consumer_metrics_port:
+            _say(
+                f"  consumer        http://{settings.http_host}:"
+                f"{settings.consumer_metrics_port}/metrics"
+            )
         _say(f"  Kafka           {env['ROSTER_KAFKA_BOOTSTRAP_SERVERS']}")
         if not settings.webhook_secrets:
             _say(f"  webhook secret  {creds.webhook_secret}  (dev only)")

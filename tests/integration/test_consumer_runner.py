@@ -27,6 +27,9 @@ class Boom(Exception):
 
 
 class FailingHandler:
+    def committed(self) -> None:
+        raise AssertionError("never committed")
+
     async def handle(self, uow: UnitOfWork, records: Sequence[Record]) -> None:
         await EventLogRecorder().handle(uow, records)  # written, then rolled back
         raise Boom("handler failed")

@@ -44,7 +44,7 @@ def dev_home(tmp_path: Path) -> Path:
 
 
 def _start(home: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    http_port, kafka_port = free_port(), free_port()
+    http_port, kafka_port, metrics_port = free_port(), free_port(), free_port()
     env = {
         k: v
         for k, v in os.environ.items()
@@ -59,6 +59,7 @@ def _start(home: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     env |= {
         "ROSTER_HOME": str(home),
         "ROSTER_HTTP_PORT": str(http_port),
+        "ROSTER_CONSUMER_METRICS_PORT": str(metrics_port),
         "ROSTER_LOCAL_KAFKA_PORT": str(kafka_port),
     }
     # No terminal: output to a file, as when started in the background.
@@ -99,6 +100,16 @@ def test_dev_stack_ready_then_stops_cleanly(
         assert "service api" in names and "service consume" in names
         output = log.read_text()
         assert "webhook secret  whsec_" in output and "admin token" in output
+        consumer_metrics = output.split("consumer        ")[1].split()[0]
+        with urllib.request.urlopen(consumer_metrics, timeout=5) as response:  # noqa: S310
+            series = response.read().decode()
+        for name in (
+            "roster_events_applied_total",
+            "roster_apply_latency_seconds",
+            "roster_consumer_batch_size",
+            "roster_events_dead_lettered_total",
+        ):
+            assert name in series
         os.killpg(proc.pid, stop_signal)  # what a terminal's Ctrl-C does to its foreground group
         assert proc.wait(timeout=60) == 0
         _assert_all_gone(children)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,6 +25,7 @@ from schemas import kafka_headers as h
 from service.db.tables import RECORD_TABLES, event_log, section_members
 from service.kafka.config import producer_options
 from service.kafka.topics import CLEVER_EVENTS, CLEVER_EVENTS_DLQ, ensure_topics
+from service.paths import project_root
 from tests.integration.conftest import Api
 from tests.support.district import Expected, generate, oracle
 from tests.support.factory import Factory, page
@@ -130,6 +137,7 @@ def assert_matches(state: dict[str, Any], expected: Expected) -> None:
 
 async def publish_raw(services: Services, events: list[dict[str, Any]], source: str) -> None:
     """Puts events on the inbound topic as another door (poller, backfill) would."""
+    await ensure_topics(services.kafka_bootstrap)
     producer = AIOKafkaProducer(**producer_options(services.kafka_bootstrap))
     await producer.start()
     try:
@@ -164,10 +172,25 @@ async def test_webhook_to_roster_end_to_end_then_redelivery_and_replay_change_no
         assert response.status_code == 202
     ids = {e["id"] for e in district.events}
 
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    applied_before = sample("roster_events_applied_total", outcome="applied")
+    stale_before = sample("roster_events_applied_total", outcome="stale")
+    latencies_before = sample("roster_apply_latency_seconds_count")
     group = f"roster-{uuid.uuid4().hex[:8]}"
     await run_consumer(services, engine, group, settled(engine, ids))
     state = await snapshot(engine, district.id)
     assert_matches(state, expected)
+    counts = Counter(expected.outcomes.values())
+    # At least ours (the group also applies what other tests left on the topic).
+    assert (
+        sample("roster_events_applied_total", outcome="applied") - applied_before
+        >= counts["applied"]
+    )
+    assert sample("roster_events_applied_total", outcome="stale") - stale_before >= counts["stale"]
+    assert sample("roster_apply_latency_seconds_count") - latencies_before >= len(ids)
+    assert any(m.name == "roster_consumer_lag" and m.samples for m in REGISTRY.collect())
 
     for student in district.students[:8]:
         answer = (await api.client.get(f"/v1/students/{student}", headers=ADMIN)).json()
@@ -250,3 +273,72 @@ async def test_a_poison_event_is_dead_lettered_and_its_neighbours_applied(
         assert record.headers["dlq-error"]
         assert record.headers["dlq-origin"].startswith(f"{CLEVER_EVENTS.name}/")
     assert orjson.loads(next(d for d in dead if d.event_id == poison["id"]).value) == poison
+
+
+def _consume_process(services: Services, group: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ) | {
+        "ROSTER_DATABASE_URL": services.database_url,
+        "ROSTER_KAFKA_BOOTSTRAP_SERVERS": services.kafka_bootstrap,
+        "ROSTER_CONSUMER_GROUP": group,
+        "ROSTER_CONSUMER_MAX_BATCH": "25",  # small batches: the kill lands between and inside
+        "ROSTER_LOG_LEVEL": "WARNING",
+        "ROSTER_CONSUMER_METRICS_PORT": "0",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "service", "consume"],
+        env=env,
+        cwd=project_root(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def _settled_count(engine: AsyncEngine, ids: set[str]) -> int:
+    async with engine.connect() as conn:
+        count = await conn.scalar(
+            select(func.count())
+            .select_from(event_log)
+            .where(
+                event_log.c.event_id.in_(ids),
+                event_log.c.status.in_(("applied", "stale", "dead_lettered")),
+            )
+        )
+    return int(count or 0)
+
+
+async def test_sigkilled_consumer_restarts_to_exactly_the_oracle(
+    services: Services, engine: AsyncEngine
+) -> None:
+    factory = Factory()
+    districts = [generate(factory, students=40, sections=8, changes=500) for _ in range(4)]
+    events = [e for d in districts for e in d.events]
+    ids = {e["id"] for e in events}
+    await publish_raw(services, events, "poller")
+    group = f"crash-{uuid.uuid4().hex[:8]}"
+
+    first = _consume_process(services, group)
+    try:
+        async with asyncio.timeout(120):
+            while (done := await _settled_count(engine, ids)) < len(ids) // 5:
+                assert first.poll() is None
+                await asyncio.sleep(0.02)
+        first.send_signal(signal.SIGKILL)  # no drain, no offset commit, mid-stream
+        first.wait()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert done < len(ids), "the consumer finished before it could be killed"
+
+    second = _consume_process(services, group)
+    try:
+        async with asyncio.timeout(180):
+            while await _settled_count(engine, ids) < len(ids):
+                assert second.poll() is None
+                await asyncio.sleep(0.2)
+    finally:
+        second.terminate()
+        assert second.wait(timeout=60) == 0  # SIGTERM drains cleanly
+
+    for district in districts:
+        assert_matches(await snapshot(engine, district.id), oracle(district.events))

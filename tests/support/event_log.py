@@ -38,6 +38,9 @@ def log_rows(records: Sequence[Record]) -> list[dict[str, object]]:
 
 
 class EventLogRecorder:
+    def committed(self) -> None:
+        pass
+
     async def handle(self, uow: UnitOfWork, records: Sequence[Record]) -> None:
         rows = log_rows(records)
         if not rows:
