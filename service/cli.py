@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from service.logs import configure_logging
@@ -92,6 +94,34 @@ def migrate(revision: str = typer.Argument("head", help="Alembic revision to upg
 
     upgrade(database_url(_settings()), revision)
     typer.echo(f"roster migrate: database at {revision}")
+
+
+@app.command()
+def redrive(
+    event_id: Annotated[
+        list[str] | None, typer.Option("--event-id", help="Only these ids (repeatable).")
+    ] = None,
+) -> None:
+    """Send dead-lettered events through the consumer again, once their cause is fixed."""
+    from consumers.redrive import redrive as run_redrive
+    from service.db.engine import database_url, make_engine
+    from service.kafka.config import bootstrap_servers
+
+    settings = _settings()
+
+    async def go() -> None:
+        engine = make_engine(database_url(settings), pool_size=1)
+        try:
+            report = await run_redrive(bootstrap_servers(settings), engine, event_id or None)
+        finally:
+            await engine.dispose()
+        typer.echo(
+            f"roster redrive: {report.redriven} re-published of {report.read} "
+            f"dead letters ({report.not_dead} no longer dead-lettered, "
+            f"{report.unidentifiable} without an event id)"
+        )
+
+    _run(go())
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.runner import ConsumerRunner, Record, consumer_options
@@ -133,3 +133,56 @@ async def test_offsets_commit_only_after_database_commit(
     per_partition = {p: sum(1 for r in rows if r["kafka_partition"] == p) for p in range(3)}
     committed = await _committed(services.kafka_bootstrap, topic, group)
     assert {p: committed[p] or 0 for p in range(3)} == per_partition
+
+
+class ConnectionKilledOnce:
+    """On its first batch, has PostgreSQL terminate the handler's own connection: a real
+    transient failure (the server closes the session mid-transaction)."""
+
+    def __init__(self) -> None:
+        self.inner = EventLogRecorder()
+        self.attempts = 0
+
+    async def handle(self, uow: UnitOfWork, records: Sequence[Record]) -> None:
+        self.attempts += 1
+        await self.inner.handle(uow, records)
+        if self.attempts == 1:
+            await uow.connection.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+
+    def committed(self) -> None:
+        pass
+
+
+async def test_a_transient_database_failure_retries_the_batch_without_loss(
+    services: Services, engine: AsyncEngine
+) -> None:
+    topic = f"test.transient.{uuid.uuid4().hex[:8]}"
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(services.kafka_bootstrap, (TopicSpec(topic, 3),))
+    ids = [f"evt-{uuid.uuid4().hex}" for _ in range(12)]
+    await _publish(services.kafka_bootstrap, topic, ids)
+    handler = ConnectionKilledOnce()
+    consumer = AIOKafkaConsumer(**consumer_options(services.kafka_bootstrap, group))
+    await consumer.start()
+    runner = ConsumerRunner(consumer, engine, handler, topics=[topic], max_batch=100)
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        while runner.records < len(ids):  # noqa: ASYNC110 (polls the runner's progress)
+            await asyncio.sleep(0.05)
+        done.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await _run_until(runner, done, asyncio.Event())
+    finally:
+        watcher.cancel()
+        await consumer.stop()
+    assert handler.attempts >= 2  # the first attempt failed and was retried
+    async with engine.connect() as conn:
+        found = (
+            await conn.execute(select(event_log.c.event_id).where(event_log.c.event_id.in_(ids)))
+        ).all()
+    assert sorted(r[0] for r in found) == sorted(ids)
+    committed = await _committed(services.kafka_bootstrap, topic, group)
+    assert sum(v or 0 for v in committed.values()) == len(ids)

@@ -342,3 +342,66 @@ async def test_sigkilled_consumer_restarts_to_exactly_the_oracle(
 
     for district in districts:
         assert_matches(await snapshot(engine, district.id), oracle(district.events))
+
+
+async def test_redrive_after_the_cause_is_fixed(services: Services, engine: AsyncEngine) -> None:
+    factory = Factory()
+    district = factory.oid()
+    blocked = factory.event("users.created", district)
+    blocked["data"]["object"]["name"]["first"] = "Blockedname"
+    fine = factory.event("users.created", district)
+    ids = {blocked["id"], fine["id"]}
+    async with engine.begin() as conn:  # the "cause": a rule this event breaks
+        await conn.execute(
+            text(
+                "ALTER TABLE users ADD CONSTRAINT test_block "
+                "CHECK (name_first IS DISTINCT FROM 'Blockedname') NOT VALID"
+            )
+        )
+    try:
+        await publish_raw(services, [blocked, fine], "poller")
+        group = f"redrive-{uuid.uuid4().hex[:8]}"
+        await run_consumer(services, engine, group, settled(engine, ids))
+        async with engine.connect() as conn:
+            status = await conn.scalar(
+                select(event_log.c.status).where(event_log.c.event_id == blocked["id"])
+            )
+        assert status == "dead_lettered"
+    finally:
+        async with engine.begin() as conn:  # the cause, fixed
+            await conn.execute(text("ALTER TABLE users DROP CONSTRAINT test_block"))
+
+    env = dict(os.environ) | {
+        "ROSTER_DATABASE_URL": services.database_url,
+        "ROSTER_KAFKA_BOOTSTRAP_SERVERS": services.kafka_bootstrap,
+    }
+    command = [sys.executable, "-m", "service", "redrive", "--event-id", blocked["id"]]
+
+    def run_cli() -> str:
+        done = subprocess.run(
+            command,
+            env=env,
+            cwd=project_root(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return done.stdout
+
+    assert "roster redrive: 1 re-published" in await asyncio.to_thread(run_cli)
+    # Nothing is re-driven twice.
+    assert "roster redrive: 0 re-published" in await asyncio.to_thread(run_cli)
+
+    async def applied(_: ConsumerRunner) -> bool:
+        async with engine.connect() as conn:
+            return (
+                await conn.scalar(
+                    select(event_log.c.status).where(event_log.c.event_id == blocked["id"])
+                )
+                == "applied"
+            )
+
+    await run_consumer(services, engine, group, applied)
+    answer = (await snapshot(engine, district))["users"]
+    assert answer[blocked["data"]["object"]["id"]][0] == blocked["id"]

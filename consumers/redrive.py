@@ -1,0 +1,107 @@
+"""`roster redrive`: sends dead-lettered events through the consumer again, once their cause is
+fixed.
+
+The event log is the source of truth: every run reads the whole dead-letter topic and re-publishes
+only the events whose status is still `dead_lettered` (optionally only the ids given), so running
+it twice re-drives nothing twice. The status reset to `accepted` (without it the consumer would
+skip the event as settled) is committed only after Kafka has acknowledged every re-published
+event: a run that fails part-way resets nothing, and the next run sends again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from schemas import kafka_headers as h
+from service.db.tables import event_log
+from service.db.uow import UnitOfWork
+from service.kafka.config import producer_options
+from service.kafka.topics import CLEVER_EVENTS, CLEVER_EVENTS_DLQ, ensure_topics
+
+DLQ_HEADER_PREFIX = "dlq-"
+
+
+@dataclass
+class RedriveReport:
+    read: int = 0
+    redriven: int = 0
+    not_dead: int = 0  # applied since, or redriven before
+    unidentifiable: int = 0  # no event id: cannot be tracked, left in the topic
+
+
+async def _dead_letters(
+    bootstrap: str,
+) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [
+            TopicPartition(CLEVER_EVENTS_DLQ.name, p) for p in range(CLEVER_EVENTS_DLQ.partitions)
+        ]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        found = []
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                found += [(r.key, r.value, list(r.headers)) for r in records]
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def redrive(
+    bootstrap: str, engine: AsyncEngine, only: Iterable[str] | None = None
+) -> RedriveReport:
+    await ensure_topics(bootstrap)
+    wanted = set(only) if only is not None else None
+    report = RedriveReport()
+    records = await _dead_letters(bootstrap)
+    report.read = len(records)
+    by_id = {}
+    for key, value, headers in records:
+        event_id = h.header_map(headers).get(h.EVENT_ID)
+        if not event_id:
+            report.unidentifiable += 1
+        elif wanted is None or event_id in wanted:
+            by_id[event_id] = (key, value, headers)  # the latest dead-lettering wins
+    async with UnitOfWork(engine) as uow:
+        reset = await uow.connection.execute(
+            update(event_log)
+            .where(event_log.c.event_id.in_(by_id), event_log.c.status == "dead_lettered")
+            .values(status="accepted", error=None, applied_at=None)
+            .returning(event_log.c.event_id)
+        )
+        to_send = sorted(row[0] for row in reset)
+        report.not_dead = len(by_id) - len(to_send)
+        producer = AIOKafkaProducer(**producer_options(bootstrap))
+        await producer.start()
+        try:
+            now = datetime.now(UTC).isoformat().encode()
+            futures = []
+            for event_id in to_send:
+                key, value, headers = by_id[event_id]
+                kept = [(n, v) for n, v in headers if not n.startswith(DLQ_HEADER_PREFIX)]
+                futures.append(
+                    await producer.send(
+                        CLEVER_EVENTS.name,
+                        key=key,
+                        value=value,
+                        headers=[*kept, ("redriven-at", now)],
+                    )
+                )
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+        # Committed only once Kafka holds every re-published event: a failed run resets nothing.
+        await uow.commit()
+    report.redriven = len(to_send)
+    return report
