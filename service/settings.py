@@ -49,7 +49,7 @@ class Settings(BaseSettings):
 
     # Consumer batching.
     consumer_group: str = "roster-consumer"
-    consumer_max_batch: int = Field(500, ge=1)
+    consumer_max_batch: int = Field(2000, ge=1)
     # Where `roster consume` serves its /metrics (0: not served).
     consumer_metrics_port: int = Field(9101, ge=0, le=65535)
 

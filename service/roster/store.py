@@ -9,8 +9,8 @@ import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, select, text, tuple_
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import BindParameter, Text, any_, bindparam, delete, select, text, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.tables import RECORD_TABLES, event_log, section_members, user_schools
@@ -19,13 +19,20 @@ from service.roster.rules import Version
 SETTLED = ("applied", "stale", "dead_lettered")
 
 
+def _ids(ids: Sequence[str]) -> BindParameter[list[str]]:
+    """One text[] parameter for `= ANY(...)`: an index scan whatever the list's length, where a
+    long `IN (...)` list (one parameter each) can settle into a sequential-scan generic plan."""
+    text_array: Any = ARRAY(Text)
+    return bindparam("ids", list(ids), type_=text_array)
+
+
 async def settled_event_ids(conn: AsyncConnection, ids: Sequence[str]) -> set[str]:
     """Event ids whose outcome is already decided: a redelivery or replay skips them."""
     if not ids:
         return set()
     rows = await conn.execute(
         select(event_log.c.event_id).where(
-            event_log.c.event_id.in_(ids), event_log.c.status.in_(SETTLED)
+            event_log.c.event_id == any_(_ids(ids)), event_log.c.status.in_(SETTLED)
         )
     )
     return {row[0] for row in rows}
@@ -49,7 +56,7 @@ async def stored_versions(
     table = RECORD_TABLES[kind]
     rows = await conn.execute(
         select(table.c.id, table.c.version_at, table.c.version_delete, table.c.version_event)
-        .where(table.c.id.in_(sorted(ids)))
+        .where(table.c.id == any_(_ids(sorted(ids))))
         .order_by(table.c.id)
         .with_for_update()
     )
@@ -81,7 +88,9 @@ async def replace_section_members(
     """Each section's lists become exactly `members[section]` (Clever sends full lists)."""
     if not members:
         return
-    await conn.execute(delete(section_members).where(section_members.c.section_id.in_(members)))
+    await conn.execute(
+        delete(section_members).where(section_members.c.section_id == any_(_ids(list(members))))
+    )
     rows = [
         {"section_id": sid, "role": role, "user_id": uid}
         for sid, pairs in members.items()
@@ -96,7 +105,9 @@ async def replace_user_schools(
 ) -> None:
     if not links:
         return
-    await conn.execute(delete(user_schools).where(user_schools.c.user_id.in_(links)))
+    await conn.execute(
+        delete(user_schools).where(user_schools.c.user_id == any_(_ids(list(links))))
+    )
     rows = [
         {"user_id": uid, "role": role, "school_id": school}
         for uid, pairs in links.items()

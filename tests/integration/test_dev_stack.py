@@ -111,7 +111,7 @@ def test_dev_stack_ready_then_stops_cleanly(
         ):
             assert name in series
         os.killpg(proc.pid, stop_signal)  # what a terminal's Ctrl-C does to its foreground group
-        assert proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
         _assert_all_gone(children)
         assert "stopped consumer, api, kafka, postgres" in log.read_text()
     finally:
@@ -141,7 +141,7 @@ def test_dev_stack_data_survives_a_restart(dev_home: Path, tmp_path: Path) -> No
         try:
             _wait_ready(base, proc, log)
             os.killpg(proc.pid, signal.SIGINT)
-            assert proc.wait(timeout=60) == 0
+            assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
         finally:
             if proc.poll() is None:
                 proc.kill()
