@@ -405,3 +405,30 @@ async def test_redrive_after_the_cause_is_fixed(services: Services, engine: Asyn
     await run_consumer(services, engine, group, applied)
     answer = (await snapshot(engine, district))["users"]
     assert answer[blocked["data"]["object"]["id"]][0] == blocked["id"]
+
+
+async def test_two_consumer_processes_at_once_reach_the_oracle(
+    services: Services, engine: AsyncEngine
+) -> None:
+    """Two processes share the group (partitions split, rebalances while both join); districts
+    are advisory-locked, so even a batch still in flight during a rebalance cannot interleave."""
+    factory = Factory()
+    districts = [generate(factory, changes=200) for _ in range(6)]
+    events = [e for d in districts for e in d.events]
+    ids = {e["id"] for e in events}
+    group = f"pair-{uuid.uuid4().hex[:8]}"
+    first = _consume_process(services, group)
+    await asyncio.sleep(1.0)
+    await publish_raw(services, events, "poller")
+    second = _consume_process(services, group)  # joins mid-stream: a rebalance
+    try:
+        async with asyncio.timeout(180):
+            while await _settled_count(engine, ids) < len(ids):
+                assert first.poll() is None and second.poll() is None
+                await asyncio.sleep(0.2)
+    finally:
+        for proc in (first, second):
+            proc.terminate()
+        assert first.wait(timeout=60) == 0 and second.wait(timeout=60) == 0
+    for district in districts:
+        assert_matches(await snapshot(engine, district.id), oracle(district.events))
