@@ -30,6 +30,15 @@ def _port_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: URL-safe base64 of a random UUID. Like Kafka's own Uuid.randomUuid(),
+    it never starts with '-', which the storage tool would read as an option (1 id in 64)."""
+    while True:
+        cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -146,7 +155,7 @@ class LocalKafka:
     def _ensure_formatted(self, properties: Path) -> None:
         if (self.data_dir / "meta.properties").exists():
             return
-        cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         result = subprocess.run(
             self._java(
                 "kafka.tools.StorageTool",
