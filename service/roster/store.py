@@ -9,7 +9,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import BindParameter, Text, any_, bindparam, delete, select, text, tuple_
+from sqlalchemy import BindParameter, Table, Text, any_, bindparam, delete, select, text, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -82,39 +82,38 @@ async def upsert_records(conn: AsyncConnection, kind: str, rows: Sequence[dict[s
     )
 
 
+async def _replace_links(
+    conn: AsyncConnection,
+    table: Table,
+    owner: str,
+    other: str,
+    links: dict[str, list[tuple[str, str]]],
+) -> None:
+    """Each owner's (role, other) rows become exactly `links[owner]` (Clever sends full lists)."""
+    if not links:
+        return
+    await conn.execute(delete(table).where(table.c[owner] == any_(_ids(list(links)))))
+    rows = [
+        {owner: key, "role": role, other: value}
+        for key, pairs in links.items()
+        for role, value in pairs
+    ]
+    if rows:
+        await conn.execute(insert(table).on_conflict_do_nothing(), rows)
+
+
 async def replace_section_members(
     conn: AsyncConnection, members: dict[str, list[tuple[str, str]]]
 ) -> None:
-    """Each section's lists become exactly `members[section]` (Clever sends full lists)."""
-    if not members:
-        return
-    await conn.execute(
-        delete(section_members).where(section_members.c.section_id == any_(_ids(list(members))))
-    )
-    rows = [
-        {"section_id": sid, "role": role, "user_id": uid}
-        for sid, pairs in members.items()
-        for role, uid in pairs
-    ]
-    if rows:
-        await conn.execute(insert(section_members).on_conflict_do_nothing(), rows)
+    """A section's student and teacher lists: `members[section]` = [(role, user id)]."""
+    await _replace_links(conn, section_members, "section_id", "user_id", members)
 
 
 async def replace_user_schools(
     conn: AsyncConnection, links: dict[str, list[tuple[str, str]]]
 ) -> None:
-    if not links:
-        return
-    await conn.execute(
-        delete(user_schools).where(user_schools.c.user_id == any_(_ids(list(links))))
-    )
-    rows = [
-        {"user_id": uid, "role": role, "school_id": school}
-        for uid, pairs in links.items()
-        for role, school in pairs
-    ]
-    if rows:
-        await conn.execute(insert(user_schools).on_conflict_do_nothing(), rows)
+    """The schools a user's roles name: `links[user]` = [(role, school id)]."""
+    await _replace_links(conn, user_schools, "user_id", "school_id", links)
 
 
 async def record_outcomes(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:

@@ -73,16 +73,7 @@ async def run_consumer(
 
 def settled(engine: AsyncEngine, ids: set[str]) -> Callable[[ConsumerRunner], Awaitable[bool]]:
     async def check(_: ConsumerRunner) -> bool:
-        async with engine.connect() as conn:
-            count = await conn.scalar(
-                select(func.count())
-                .select_from(event_log)
-                .where(
-                    event_log.c.event_id.in_(ids),
-                    event_log.c.status.in_(("applied", "stale", "dead_lettered")),
-                )
-            )
-        return count == len(ids)
+        return await _settled_count(engine, ids) == len(ids)
 
     return check
 
