@@ -32,6 +32,7 @@ from service.db.tables import event_log
 from service.kafka.config import producer_options
 from service.kafka.topics import CLEVER_EVENTS, ensure_topics
 from service.paths import project_root
+from service.settings import load_settings
 from tests.support.factory import Factory
 from tests.support.services import session_services
 
@@ -179,8 +180,8 @@ def main() -> None:
             ids = [e["id"] for e in backlog]
             elapsed, _ = asyncio.run(_wait_settled(services.database_url, ids))
             print(
-                f"machine: {os.cpu_count()} cores; consumer: 1 process, batches of up to 500; "
-                "broker and database on the same machine\n"
+                f"machine: {os.cpu_count()} cores; consumer: 1 process, batches of up to "
+                f"{load_settings().consumer_max_batch}; broker and database on this machine\n"
             )
             print(
                 f"backlog of {len(ids):,} events applied      {len(ids) / elapsed:>9,.0f} "

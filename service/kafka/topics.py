@@ -52,23 +52,28 @@ async def ensure_topics(
                 for t in topics
             ]
         )
+        existing = []
         for error in response.topic_errors:
             name, code = error[0], error[1]
-            if code not in (0, _TOPIC_ALREADY_EXISTS):
+            if code == _TOPIC_ALREADY_EXISTS:
+                existing.append(name)
+            elif code != 0:
                 raise TopicError(f"creating topic {name} failed with Kafka error code {code}")
-        described = {
-            t["topic"]: len(t["partitions"])
-            for t in await admin.describe_topics([t.name for t in topics])
-        }
-        for spec in topics:
-            if described.get(spec.name, 0) < spec.partitions:
-                log.warning(
-                    "topic has fewer partitions than specified",
-                    extra={
-                        "topic": spec.name,
-                        "partitions": described.get(spec.name),
-                        "expected": spec.partitions,
-                    },
-                )
+        # Only a topic that was there before can be smaller than specified (created by someone
+        # else); a topic just created may not show all its partitions in metadata yet.
+        if existing:
+            described = {
+                t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(existing)
+            }
+            for spec in topics:
+                if spec.name in described and described[spec.name] < spec.partitions:
+                    log.warning(
+                        "topic has fewer partitions than specified",
+                        extra={
+                            "topic": spec.name,
+                            "partitions": described[spec.name],
+                            "expected": spec.partitions,
+                        },
+                    )
     finally:
         await admin.close()
