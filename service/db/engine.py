@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from service.local.postgres import LocalPostgres
@@ -23,9 +24,16 @@ def database_url(settings: Settings) -> str:
     return LocalPostgres(local_home()).url()
 
 
+def _json_dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
 def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(
         normalise_url(url),
+        # JSONB values (whole Clever objects, thousands per batch) with orjson, not json.
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
