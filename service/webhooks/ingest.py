@@ -320,41 +320,31 @@ class Ingestor:
         # that slot, its wait loop deducts the total elapsed time on every pass and gives up
         # early (aiokafka 0.14 add_batch). One sender per partition at a time avoids that, and
         # keeps concurrent ingest batches in submission order on the partition.
-        lock = self._partition_locks.setdefault(partition, asyncio.Lock())
-        async with lock:
-            await self._send_partition_locked(producer, partition, items, futures)
+        async with self._partition_locks.setdefault(partition, asyncio.Lock()):
+            batch = producer.create_batch()
+            members: list[str] = []
 
-    async def _send_partition_locked(
-        self,
-        producer: AIOKafkaProducer,
-        partition: int,
-        items: list[tuple[str, bytes, ParsedEvent, Delivery]],
-        futures: dict[str, SendFuture],
-    ) -> None:
-        batch = producer.create_batch()
-        members: list[str] = []
+            async def submit() -> None:
+                nonlocal batch, members
+                future = await producer.send_batch(batch, self._topic, partition=partition)
+                for member in members:
+                    futures[member] = self._inflight[member] = future
+                batch, members = producer.create_batch(), []
 
-        async def submit() -> None:
-            nonlocal batch, members
-            future = await producer.send_batch(batch, self._topic, partition=partition)
-            for member in members:
-                futures[member] = self._inflight[member] = future
-            batch, members = producer.create_batch(), []
-
-        for eid, key, parsed, delivery in items:
-            record = {
-                "key": key,
-                "value": parsed.raw,
-                "timestamp": None,
-                "headers": _headers(parsed, delivery),
-            }
-            if batch.append(**record) is None:  # full: send it, start the next one
+            for eid, key, parsed, delivery in items:
+                record = {
+                    "key": key,
+                    "value": parsed.raw,
+                    "timestamp": None,
+                    "headers": _headers(parsed, delivery),
+                }
+                if batch.append(**record) is None:  # full: send it, start the next one
+                    await submit()
+                    if batch.append(**record) is None:
+                        raise ValueError(f"event {eid} does not fit in a record batch")
+                members.append(eid)
+            if members:
                 await submit()
-                if batch.append(**record) is None:
-                    raise ValueError(f"event {eid} does not fit in a record batch")
-            members.append(eid)
-        if members:
-            await submit()
 
     def _partition(self, key: bytes, partitions: list[int]) -> int:
         """The partition Kafka's default partitioner picks (murmur2), cached per district."""

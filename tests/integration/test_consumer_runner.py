@@ -78,6 +78,22 @@ async def _run_until(
         await task
 
 
+async def _run_until_read(runner: ConsumerRunner, count: int) -> None:
+    """Runs the loop until it has applied `count` records."""
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        while runner.records < count:  # noqa: ASYNC110 (polls the runner's progress)
+            await asyncio.sleep(0.05)
+        done.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await _run_until(runner, done, asyncio.Event())
+    finally:
+        watcher.cancel()
+
+
 async def test_offsets_commit_only_after_database_commit(
     services: Services, engine: AsyncEngine
 ) -> None:
@@ -107,18 +123,9 @@ async def test_offsets_commit_only_after_database_commit(
     consumer = AIOKafkaConsumer(**consumer_options(services.kafka_bootstrap, group))
     await consumer.start()
     runner = ConsumerRunner(consumer, engine, EventLogRecorder(), topics=[topic], max_batch=7)
-    done = asyncio.Event()
-
-    async def watch() -> None:
-        while runner.records < len(ids):  # noqa: ASYNC110 (polls the runner's progress)
-            await asyncio.sleep(0.05)
-        done.set()
-
-    watcher = asyncio.create_task(watch())
     try:
-        await _run_until(runner, done, asyncio.Event())
+        await _run_until_read(runner, len(ids))
     finally:
-        watcher.cancel()
         await consumer.stop()
     assert runner.batches >= len(ids) // 7  # bounded batches
 
@@ -165,18 +172,9 @@ async def test_a_transient_database_failure_retries_the_batch_without_loss(
     consumer = AIOKafkaConsumer(**consumer_options(services.kafka_bootstrap, group))
     await consumer.start()
     runner = ConsumerRunner(consumer, engine, handler, topics=[topic], max_batch=100)
-    done = asyncio.Event()
-
-    async def watch() -> None:
-        while runner.records < len(ids):  # noqa: ASYNC110 (polls the runner's progress)
-            await asyncio.sleep(0.05)
-        done.set()
-
-    watcher = asyncio.create_task(watch())
     try:
-        await _run_until(runner, done, asyncio.Event())
+        await _run_until_read(runner, len(ids))
     finally:
-        watcher.cancel()
         await consumer.stop()
     assert handler.attempts >= 2  # the first attempt failed and was retried
     async with engine.connect() as conn:
