@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.auth import AdminOnly
 from service.db.tables import section_members, sections, users
+from service.roster.rules import student_schools
 
 router = APIRouter(prefix="/v1", tags=["roster"], dependencies=[AdminOnly])
 
@@ -51,12 +52,10 @@ class SectionOut(BaseModel):
     last_modified: str
 
 
-_STUDENT_SCHOOLS = text(
-    "SELECT DISTINCT school_id FROM student_school_links WHERE student_id = :id ORDER BY 1"
-)
-_STUDENT_SECTIONS = text(
+_ROLE_SCHOOLS = text("SELECT school_id FROM user_schools WHERE user_id = :id AND role = 'student'")
+_LIVE_SECTIONS = text(
     """
-    SELECT m.section_id FROM section_members m
+    SELECT m.section_id, s.school_id FROM section_members m
       JOIN sections s ON s.id = m.section_id AND NOT s.deleted
      WHERE m.user_id = :id AND m.role = 'student'
      ORDER BY 1
@@ -71,8 +70,10 @@ async def get_student(student_id: str, request: Request) -> Student:
         row = (await conn.execute(select(users).where(users.c.id == student_id))).first()
         if row is None or "student" not in row.roles:
             raise HTTPException(status_code=404, detail="unknown student")
-        school_ids = [r[0] for r in await conn.execute(_STUDENT_SCHOOLS, {"id": student_id})]
-        section_ids = [r[0] for r in await conn.execute(_STUDENT_SECTIONS, {"id": student_id})]
+        role_schools = [r[0] for r in await conn.execute(_ROLE_SCHOOLS, {"id": student_id})]
+        live = (await conn.execute(_LIVE_SECTIONS, {"id": student_id})).all()
+    section_ids = [section_id for section_id, _ in live]
+    school_ids = student_schools(role_schools, [school for _, school in live])
     return Student(
         id=row.id,
         district_id=row.district_id,

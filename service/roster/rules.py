@@ -86,5 +86,6 @@ def plan_batch(stored: Mapping[RecordKey, Version], events: Sequence[Incoming[E]
 
 def student_schools(role_schools: Iterable[str], section_schools: Iterable[str]) -> list[str]:
     """A student's schools: those of the newest user record, and of the non-deleted sections
-    that list the student (the caller passes only non-deleted sections)."""
+    that list the student (the caller passes only non-deleted sections). The view
+    `student_school_links` is the same rule in SQL, for set-based checks over many students."""
     return sorted(set(role_schools) | set(section_schools))
