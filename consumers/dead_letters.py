@@ -28,7 +28,6 @@ class KafkaDeadLetters:
     def __init__(self, producer: AIOKafkaProducer, topic: str = CLEVER_EVENTS_DLQ.name) -> None:
         self.producer = producer
         self.topic = topic
-        self.sent = 0
 
     async def send(self, poison: Sequence[Poison]) -> None:
         now = datetime.now(UTC).isoformat().encode()
@@ -48,5 +47,4 @@ class KafkaDeadLetters:
             )
         for future in futures:
             await future
-        self.sent += len(futures)
         DEAD_LETTERED.inc(len(futures))

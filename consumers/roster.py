@@ -83,7 +83,6 @@ class RosterApplier:
     def __init__(self, dead_letters: DeadLetters, *, attempts: int = 2) -> None:
         self.dead_letters = dead_letters
         self.attempts = attempts
-        self.outcomes: dict[str, int] = defaultdict(int)
         self._pending: tuple[list[dict[str, Any]], int] = ([], 0)
 
     async def handle(self, uow: UnitOfWork, records: Sequence[Record]) -> None:
@@ -124,11 +123,9 @@ class RosterApplier:
         self._pending = ([], 0)
         now = datetime.now(UTC)
         for row in rows:
-            self.outcomes[row["status"]] += 1
             APPLIED.labels(row["status"]).inc()
             if row["status"] != "dead_lettered":
                 APPLY_LATENCY.observe(max(0.0, (now - row["received_at"]).total_seconds()))
-        self.outcomes["skipped"] += skipped
         APPLIED.labels("skipped").inc(skipped)
 
     async def _apply_one_by_one(

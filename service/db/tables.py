@@ -23,8 +23,6 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData()
 
-EVENT_STATUSES = ("accepted", "applied", "stale", "dead_lettered")
-
 # One row per Clever event id ever seen by any door: the dedupe record of the webhook door and the
 # status the query API reports. Partition and offset are where the consumer read it from.
 event_log = Table(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.clever import AnyEvent, Section, User
+from schemas.clever import AnyEvent, School, Section, User
 from service.roster.rules import RecordKey, Version
 
 
@@ -48,8 +48,8 @@ def record_row(event: AnyEvent, raw_object: dict[str, Any]) -> dict[str, Any]:
         }
     elif isinstance(obj, Section):
         row |= {"school_id": obj.school, "name": obj.name}
-    elif event.type.startswith("schools."):
-        row["name"] = getattr(obj, "name", None)
+    elif isinstance(obj, School):
+        row["name"] = obj.name
     return row
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -153,7 +154,7 @@ class Ingestor:
         self._topic = topic
         self._max_batch_events = max_batch_events
         self._slots = asyncio.Semaphore(max_concurrent_batches)
-        self._queue: list[_Job] = []
+        self._queue: deque[_Job] = deque()
         self._forming = False
         self._inflight: dict[str, SendFuture] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -193,7 +194,7 @@ class Ingestor:
                 while self._queue and (
                     not batch or size + len(self._queue[0].events) <= self._max_batch_events
                 ):
-                    job = self._queue.pop(0)
+                    job = self._queue.popleft()
                     batch.append(job)
                     size += len(job.events)
                 self._spawn(self._run_batch(batch))
