@@ -4,7 +4,8 @@ Per batch, inside the runner's one transaction:
 1. decode every record (a record that is not a valid Clever event is dead-lettered at once);
 2. skip event ids already settled (redelivery, replay: nothing changes);
 3. lock the batch's districts and the stored rows it touches, plan newest-wins with the pure rules,
-   write the winning rows and their memberships, and record every event's outcome.
+   write the winning rows and their memberships, append their downstream messages to the outbox,
+   and record every event's outcome.
 Step 3 runs as one set-based savepoint; if it fails for a reason other than a transient database
 error, each event is retried alone in its own savepoint so one poison event cannot block the rest,
 and an event that still fails goes to the dead-letter topic with its error.
@@ -28,6 +29,8 @@ from consumers.runner import Record, is_transient
 from schemas import kafka_headers as h
 from schemas.clever import EVENT_ADAPTER, AnyEvent, Section, User
 from service.db.uow import UnitOfWork
+from service.outbox import store as outbox
+from service.outbox.changes import record_changes
 from service.roster import store
 from service.roster.records import (
     record_key,
@@ -36,7 +39,7 @@ from service.roster.records import (
     user_school_links,
     version_of,
 )
-from service.roster.rules import Incoming, Outcome, plan_batch
+from service.roster.rules import Incoming, Outcome, Version, plan_batch
 
 log = logging.getLogger(__name__)
 
@@ -185,10 +188,20 @@ class RosterApplier:
                 members[record_id] = section_members(obj)
             elif isinstance(obj, User):
                 links[record_id] = user_school_links(obj)
+        # Enrollments are the difference between a section's students before and after.
+        before = await store.section_students(
+            conn, [sid for sid in members if not _deleted(stored.get(("sections", sid)))]
+        )
+        messages = [
+            message
+            for (kind, record_id), write in plan.writes.items()
+            for message in record_changes(write.payload.event, before.get(record_id, ()))
+        ]
         for kind, kind_rows in sorted(rows_by_kind.items()):
             await store.upsert_records(conn, kind, kind_rows)
         await store.replace_section_members(conn, members)
         await store.replace_user_schools(conn, links)
+        await outbox.append(conn, messages)
 
         now = datetime.now(UTC)
         return [
@@ -196,6 +209,10 @@ class RosterApplier:
             for d in items
             if d.event.id in plan.outcomes
         ]
+
+
+def _deleted(version: Version | None) -> bool:
+    return version is None or version.delete
 
 
 def _outcome_row(item: Decoded, outcome: Outcome, now: datetime) -> dict[str, Any]:

@@ -87,6 +87,14 @@ def consume() -> None:
 
 
 @app.command()
+def relay() -> None:
+    """Run an outbox relay to the roster.* topics (several may run at once)."""
+    from service.outbox.main import run_relay
+
+    _run(run_relay(_settings()))
+
+
+@app.command()
 def migrate(revision: str = typer.Argument("head", help="Alembic revision to upgrade to")) -> None:
     """Apply the database migrations (Alembic) up to a revision."""
     from service.db.engine import database_url

@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     # Where `roster consume` serves its /metrics (0: not served).
     consumer_metrics_port: int = Field(9101, ge=0, le=65535)
 
+    # Outbox relay: rows per publish round, the poll that backs up LISTEN/NOTIFY, how long sent
+    # rows are kept (for inspection and re-publishing by hand), and its /metrics port.
+    relay_batch: int = Field(2000, ge=1)
+    relay_poll_seconds: float = Field(1.0, gt=0)
+    outbox_retention_seconds: int = Field(7 * 24 * 3600, ge=0)
+    relay_metrics_port: int = Field(9102, ge=0, le=65535)
+
     @field_validator("webhook_secrets", mode="before")
     @classmethod
     def _split_secrets(cls, value: object) -> object:

@@ -1,8 +1,9 @@
 """`roster dev`: the whole local stack in the foreground.
 
 Starts what is not configured (embedded PostgreSQL, the local Kafka broker), migrates, then runs the
-API and the consumer as child processes. Ctrl-C or SIGTERM stops everything in reverse order; the
-children also die with this process if it is killed outright (see service/local/process.py).
+API, the consumer and the outbox relay as child processes. Ctrl-C or SIGTERM stops everything in
+reverse order; the children also die with this process if it is killed outright (see
+service/local/process.py).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def run_dev_stack(settings: Settings) -> int:
         started.append(
             ManagedProcess("consumer", [*python, "consume"], env=env, cwd=project_root())
         )
+        started.append(ManagedProcess("relay", [*python, "relay"], env=env, cwd=project_root()))
         base = f"http://{settings.http_host}:{settings.http_port}"
         wait_for(lambda: _http_ok(f"{base}/healthz"), timeout=60, what="API", alive=api)
 
@@ -89,6 +91,11 @@ def run_dev_stack(settings: Settings) -> int:
             _say(
                 f"  consumer        http://{settings.http_host}:"
                 f"{settings.consumer_metrics_port}/metrics"
+            )
+        if settings.relay_metrics_port:
+            _say(
+                f"  relay           http://{settings.http_host}:"
+                f"{settings.relay_metrics_port}/metrics"
             )
         _say(f"  Kafka           {env['ROSTER_KAFKA_BOOTSTRAP_SERVERS']}")
         if not settings.webhook_secrets:

@@ -12,9 +12,11 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Identity,
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     Table,
     Text,
     text,
@@ -106,4 +108,31 @@ user_schools = Table(
     Column("role", Text, primary_key=True),
     Column("school_id", Text, primary_key=True),
     Index("user_schools_school", "school_id", "role"),
+)
+
+# The transactional outbox (migration 0003): downstream messages until a relay publishes them.
+OUTBOX_SHARDS = 16
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("topic", Text, nullable=False),
+    Column("message_key", Text, nullable=False),
+    Column("shard", SmallInteger, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("district_id", Text, nullable=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("data", JSONB, nullable=False),
+    Column("written_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("sent_at", DateTime(timezone=True)),
+    Index("outbox_pending", "id", postgresql_where=text("sent_at IS NULL")),
+    Index("outbox_sent", "sent_at", postgresql_where=text("sent_at IS NOT NULL")),
+)
+outbox_shards = Table("outbox_shards", metadata, Column("shard", SmallInteger, primary_key=True))
+outbox_sequences = Table(
+    "outbox_sequences",
+    metadata,
+    Column("topic", Text, primary_key=True),
+    Column("message_key", Text, primary_key=True),
+    Column("sequence", BigInteger, nullable=False),
 )

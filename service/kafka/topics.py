@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from schemas.roster_changes import CHANGES_TOPIC
+
 log = logging.getLogger(__name__)
 
 _TOPIC_ALREADY_EXISTS = 36
@@ -29,7 +31,17 @@ CLEVER_EVENTS_DLQ = TopicSpec(
     "clever.events.dlq.v1", 3, {"retention.ms": str(90 * 24 * 3600 * 1000)}
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (CLEVER_EVENTS, CLEVER_EVENTS_DLQ)
+# Downstream topics (CloudEvents, Kafka binary mode), relayed from the outbox. Keyed by entity
+# (changes) and by student (alerts), so each key's messages stay in order on one partition.
+ROSTER_CHANGES = TopicSpec(CHANGES_TOPIC, 12, {"retention.ms": str(35 * 24 * 3600 * 1000)})
+ROSTER_ALERTS = TopicSpec("roster.alerts.v1", 3, {"retention.ms": str(90 * 24 * 3600 * 1000)})
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    CLEVER_EVENTS,
+    CLEVER_EVENTS_DLQ,
+    ROSTER_CHANGES,
+    ROSTER_ALERTS,
+)
 
 
 class TopicError(RuntimeError):

@@ -63,6 +63,21 @@ async def stored_versions(
     return {r.id: Version(r.version_at, r.version_delete, r.version_event) for r in rows}
 
 
+async def section_students(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, set[str]]:
+    """The stored student lists of these sections (before the batch rewrites them)."""
+    if not ids:
+        return {}
+    rows = await conn.execute(
+        select(section_members.c.section_id, section_members.c.user_id).where(
+            section_members.c.section_id == any_(_ids(ids)), section_members.c.role == "student"
+        )
+    )
+    students: dict[str, set[str]] = {}
+    for section_id, user_id in rows:
+        students.setdefault(section_id, set()).add(user_id)
+    return students
+
+
 async def upsert_records(conn: AsyncConnection, kind: str, rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         return

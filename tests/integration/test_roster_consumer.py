@@ -9,83 +9,29 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumers.dead_letters import KafkaDeadLetters
-from consumers.roster import RosterApplier
-from consumers.runner import ConsumerRunner, consumer_options
+from consumers.runner import ConsumerRunner
 from schemas import kafka_headers as h
 from service.db.tables import RECORD_TABLES, event_log, section_members
 from service.kafka.config import producer_options
-from service.kafka.topics import CLEVER_EVENTS, CLEVER_EVENTS_DLQ, ensure_topics
+from service.kafka.topics import CLEVER_EVENTS, CLEVER_EVENTS_DLQ
 from service.paths import project_root
 from tests.integration.conftest import Api
 from tests.support.district import Expected, generate, oracle
 from tests.support.factory import Factory, page
+from tests.support.pipeline import publish_raw, run_consumer, settled, settled_count, topic_size
 from tests.support.services import Services
 from tests.support.topic import read_topic
 from tests.support.webhook import ADMIN_TOKEN, encode, signed_headers
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-async def run_consumer(
-    services: Services,
-    engine: AsyncEngine,
-    group: str,
-    done: Callable[[ConsumerRunner], Awaitable[bool]],
-    timeout: float = 90.0,
-) -> ConsumerRunner:
-    """Runs the real consumer loop (group `group`) until `done` says so."""
-    await ensure_topics(services.kafka_bootstrap)
-    consumer = AIOKafkaConsumer(**consumer_options(services.kafka_bootstrap, group))
-    producer = AIOKafkaProducer(**producer_options(services.kafka_bootstrap))
-    await producer.start()
-    await consumer.start()
-    runner = ConsumerRunner(
-        consumer,
-        engine,
-        RosterApplier(KafkaDeadLetters(producer)),
-        topics=[CLEVER_EVENTS.name],
-        max_batch=200,
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    try:
-        async with asyncio.timeout(timeout):
-            while not await done(runner):
-                assert not task.done() or task.exception() is None, task.exception()
-                await asyncio.sleep(0.2)
-    finally:
-        stop.set()
-        await task
-        await consumer.stop()
-        await producer.stop()
-    return runner
-
-
-def settled(engine: AsyncEngine, ids: set[str]) -> Callable[[ConsumerRunner], Awaitable[bool]]:
-    async def check(_: ConsumerRunner) -> bool:
-        return await _settled_count(engine, ids) == len(ids)
-
-    return check
-
-
-async def topic_size(services: Services) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=services.kafka_bootstrap)
-    await consumer.start()
-    try:
-        parts = [TopicPartition(CLEVER_EVENTS.name, p) for p in range(CLEVER_EVENTS.partitions)]
-        return sum((await consumer.end_offsets(parts)).values())
-    finally:
-        await consumer.stop()
 
 
 async def snapshot(engine: AsyncEngine, district_id: str) -> dict[str, Any]:
@@ -124,30 +70,6 @@ def assert_matches(state: dict[str, Any], expected: Expected) -> None:
     assert got == expected.records
     assert state["members"] == expected.members
     assert {eid: status for eid, (status, _) in state["event_log"].items()} == expected.outcomes
-
-
-async def publish_raw(services: Services, events: list[dict[str, Any]], source: str) -> None:
-    """Puts events on the inbound topic as another door (poller, backfill) would."""
-    await ensure_topics(services.kafka_bootstrap)
-    producer = AIOKafkaProducer(**producer_options(services.kafka_bootstrap))
-    await producer.start()
-    try:
-        for event in events:
-            obj = event["data"]["object"]
-            district = obj["id"] if event["type"].startswith("districts.") else obj["district"]
-            await producer.send(
-                CLEVER_EVENTS.name,
-                key=district.encode(),
-                value=encode(event),
-                headers=[
-                    (h.EVENT_ID, event["id"].encode()),
-                    (h.EVENT_TYPE, event["type"].encode()),
-                    (h.SOURCE, source.encode()),
-                ],
-            )
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 async def test_webhook_to_roster_end_to_end_then_redelivery_and_replay_change_nothing(
@@ -285,19 +207,6 @@ def _consume_process(services: Services, group: str) -> subprocess.Popen[bytes]:
     )
 
 
-async def _settled_count(engine: AsyncEngine, ids: set[str]) -> int:
-    async with engine.connect() as conn:
-        count = await conn.scalar(
-            select(func.count())
-            .select_from(event_log)
-            .where(
-                event_log.c.event_id.in_(ids),
-                event_log.c.status.in_(("applied", "stale", "dead_lettered")),
-            )
-        )
-    return int(count or 0)
-
-
 async def test_sigkilled_consumer_restarts_to_exactly_the_oracle(
     services: Services, engine: AsyncEngine
 ) -> None:
@@ -311,7 +220,7 @@ async def test_sigkilled_consumer_restarts_to_exactly_the_oracle(
     first = _consume_process(services, group)
     try:
         async with asyncio.timeout(120):
-            while (done := await _settled_count(engine, ids)) < len(ids) // 5:
+            while (done := await settled_count(engine, ids)) < len(ids) // 5:
                 assert first.poll() is None
                 await asyncio.sleep(0.02)
         first.send_signal(signal.SIGKILL)  # no drain, no offset commit, mid-stream
@@ -324,7 +233,7 @@ async def test_sigkilled_consumer_restarts_to_exactly_the_oracle(
     second = _consume_process(services, group)
     try:
         async with asyncio.timeout(180):
-            while await _settled_count(engine, ids) < len(ids):
+            while await settled_count(engine, ids) < len(ids):
                 assert second.poll() is None
                 await asyncio.sleep(0.2)
     finally:
@@ -414,7 +323,7 @@ async def test_two_consumer_processes_at_once_reach_the_oracle(
     second = _consume_process(services, group)  # joins mid-stream: a rebalance
     try:
         async with asyncio.timeout(180):
-            while await _settled_count(engine, ids) < len(ids):
+            while await settled_count(engine, ids) < len(ids):
                 assert first.poll() is None and second.poll() is None
                 await asyncio.sleep(0.2)
     finally:

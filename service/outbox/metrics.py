@@ -1,0 +1,14 @@
+"""Prometheus series of a relay process (served on its own port, like the consumer's)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RELAYED = Counter("roster_outbox_relayed_total", "Outbox messages published", ["topic"])
+RELAY_LATENCY = Histogram(
+    "roster_outbox_relay_latency_seconds",
+    "From the writing transaction to the broker's acknowledgement",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10, 60),
+)
+BACKLOG = Gauge("roster_outbox_backlog", "Outbox messages not yet published")
+PRUNED = Counter("roster_outbox_pruned_total", "Sent outbox rows deleted after retention")

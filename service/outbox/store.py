@@ -1,0 +1,152 @@
+"""The outbox table: appended to inside the roster's transactions, drained by the relay.
+
+Never commits: the consumer's unit of work commits the change and its messages together, and the
+relay's commits the `sent_at` marks together with releasing its shards.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.db.tables import OUTBOX_SHARDS
+from service.outbox.changes import Outgoing
+
+NOTIFY_CHANNEL = "roster_outbox"
+
+
+def shard_of(key: str) -> int:
+    return zlib.crc32(key.encode()) % OUTBOX_SHARDS
+
+
+async def append(conn: AsyncConnection, messages: Sequence[Outgoing]) -> None:
+    """Numbers the messages per (topic, key), in order, and stores them for the relay.
+
+    Two set-based statements whatever the count. The sequence rows are locked until commit, and
+    the writers of one key (one district) are serialised anyway by the district lock, so numbers
+    follow commit order. A NOTIFY (delivered at commit, never for a rollback) wakes the relay.
+    """
+    if not messages:
+        return
+    counts = Counter((m.topic, m.key) for m in messages)
+    streams = sorted(counts)  # a fixed lock order
+    result = await conn.execute(
+        text(
+            """
+            INSERT INTO outbox_sequences AS s (topic, message_key, sequence)
+            SELECT * FROM unnest(CAST(:topics AS text[]), CAST(:keys AS text[]),
+                                 CAST(:counts AS bigint[]))
+            ON CONFLICT (topic, message_key) DO UPDATE SET sequence = s.sequence + EXCLUDED.sequence
+            RETURNING topic, message_key, sequence
+            """
+        ),
+        {
+            "topics": [t for t, _ in streams],
+            "keys": [k for _, k in streams],
+            "counts": [counts[s] for s in streams],
+        },
+    )
+    following = {(t, k): last - counts[(t, k)] + 1 for t, k, last in result}
+    sequences = []
+    for m in messages:
+        stream = (m.topic, m.key)
+        sequences.append(following[stream])
+        following[stream] += 1
+    await conn.execute(
+        text(
+            """
+            INSERT INTO outbox (topic, message_key, shard, type, district_id, sequence, data)
+            SELECT t, k, s, ty, di, se, CAST(d AS jsonb) || jsonb_build_object('sequence', se)
+              FROM unnest(CAST(:topics AS text[]), CAST(:keys AS text[]),
+                          CAST(:shards AS smallint[]), CAST(:types AS text[]),
+                          CAST(:districts AS text[]), CAST(:sequences AS bigint[]),
+                          CAST(:data AS text[])) AS u(t, k, s, ty, di, se, d)
+            """
+        ),
+        {
+            "topics": [m.topic for m in messages],
+            "keys": [m.key for m in messages],
+            "shards": [shard_of(m.key) for m in messages],
+            "types": [m.type for m in messages],
+            "districts": [m.district_id for m in messages],
+            "sequences": sequences,
+            "data": [orjson.dumps(m.data).decode() for m in messages],
+        },
+    )
+    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+
+
+@dataclass(frozen=True)
+class Pending:
+    id: int
+    topic: str
+    key: str
+    type: str
+    district_id: str
+    sequence: int
+    data: bytes
+    written_at: datetime
+
+
+async def claim(conn: AsyncConnection, limit: int) -> list[Pending]:
+    """Locks every shard no other relay holds and returns their oldest unsent rows, in commit
+    order per key. The shard locks last until the caller's transaction ends, so no other relay
+    publishes these keys meanwhile; a relay that dies releases them with its connection."""
+    shards = [
+        row[0]
+        for row in await conn.execute(
+            text("SELECT shard FROM outbox_shards ORDER BY shard FOR UPDATE SKIP LOCKED")
+        )
+    ]
+    if not shards:
+        return []
+    rows = await conn.execute(
+        text(
+            """
+            SELECT id, topic, message_key, type, district_id, sequence, CAST(data AS text),
+                   written_at
+              FROM outbox
+             WHERE sent_at IS NULL AND shard = ANY(CAST(:shards AS smallint[]))
+             ORDER BY id
+             LIMIT :limit
+            """
+        ),
+        {"shards": shards, "limit": limit},
+    )
+    return [Pending(r[0], r[1], r[2], r[3], r[4], r[5], r[6].encode(), r[7]) for r in rows]
+
+
+async def mark_sent(conn: AsyncConnection, ids: Sequence[int]) -> None:
+    await conn.execute(
+        text("UPDATE outbox SET sent_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))"),
+        {"ids": list(ids)},
+    )
+
+
+async def backlog(conn: AsyncConnection) -> int:
+    result = await conn.execute(text("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
+    return int(result.scalar_one())
+
+
+async def prune(conn: AsyncConnection, retention_seconds: int, limit: int = 10_000) -> int:
+    """Deletes up to `limit` rows sent longer ago than the retention period."""
+    result = await conn.execute(
+        text(
+            """
+            DELETE FROM outbox WHERE id IN (
+                SELECT id FROM outbox
+                 WHERE sent_at IS NOT NULL
+                   AND sent_at < now() - make_interval(secs => :retention)
+                 LIMIT :limit)
+            """
+        ),
+        {"retention": retention_seconds, "limit": limit},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

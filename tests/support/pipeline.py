@@ -1,0 +1,110 @@
+"""The pipeline's pieces run in-process against the real broker and database (test helpers)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumers.dead_letters import KafkaDeadLetters
+from consumers.roster import RosterApplier
+from consumers.runner import ConsumerRunner, consumer_options
+from schemas import kafka_headers as h
+from service.db.tables import event_log
+from service.kafka.config import producer_options
+from service.kafka.topics import CLEVER_EVENTS, ensure_topics
+from tests.support.services import Services
+from tests.support.webhook import encode
+
+
+async def run_consumer(
+    services: Services,
+    engine: AsyncEngine,
+    group: str,
+    done: Callable[[ConsumerRunner], Awaitable[bool]],
+    timeout: float = 90.0,
+) -> ConsumerRunner:
+    """Runs the real consumer loop (group `group`) until `done` says so."""
+    await ensure_topics(services.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(**consumer_options(services.kafka_bootstrap, group))
+    producer = AIOKafkaProducer(**producer_options(services.kafka_bootstrap))
+    await producer.start()
+    await consumer.start()
+    runner = ConsumerRunner(
+        consumer,
+        engine,
+        RosterApplier(KafkaDeadLetters(producer)),
+        topics=[CLEVER_EVENTS.name],
+        max_batch=200,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        async with asyncio.timeout(timeout):
+            while not await done(runner):
+                assert not task.done() or task.exception() is None, task.exception()
+                await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        await task
+        await consumer.stop()
+        await producer.stop()
+    return runner
+
+
+def settled(engine: AsyncEngine, ids: set[str]) -> Callable[[ConsumerRunner], Awaitable[bool]]:
+    async def check(_: ConsumerRunner) -> bool:
+        return await settled_count(engine, ids) == len(ids)
+
+    return check
+
+
+async def topic_size(services: Services) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=services.kafka_bootstrap)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(CLEVER_EVENTS.name, p) for p in range(CLEVER_EVENTS.partitions)]
+        return sum((await consumer.end_offsets(parts)).values())
+    finally:
+        await consumer.stop()
+
+
+async def publish_raw(services: Services, events: list[dict[str, Any]], source: str) -> None:
+    """Puts events on the inbound topic as another door (poller, backfill) would."""
+    await ensure_topics(services.kafka_bootstrap)
+    producer = AIOKafkaProducer(**producer_options(services.kafka_bootstrap))
+    await producer.start()
+    try:
+        for event in events:
+            obj = event["data"]["object"]
+            district = obj["id"] if event["type"].startswith("districts.") else obj["district"]
+            await producer.send(
+                CLEVER_EVENTS.name,
+                key=district.encode(),
+                value=encode(event),
+                headers=[
+                    (h.EVENT_ID, event["id"].encode()),
+                    (h.EVENT_TYPE, event["type"].encode()),
+                    (h.SOURCE, source.encode()),
+                ],
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def settled_count(engine: AsyncEngine, ids: set[str]) -> int:
+    async with engine.connect() as conn:
+        count = await conn.scalar(
+            select(func.count())
+            .select_from(event_log)
+            .where(
+                event_log.c.event_id.in_(ids),
+                event_log.c.status.in_(("applied", "stale", "dead_lettered")),
+            )
+        )
+    return int(count or 0)
