@@ -95,6 +95,32 @@ def relay() -> None:
 
 
 @app.command()
+def schemas(
+    check: Annotated[
+        bool, typer.Option("--check", help="Only compare; exit 1 if a file is out of date.")
+    ] = False,
+) -> None:
+    """Write the JSON Schemas and the AsyncAPI document generated from the models in schemas/."""
+    from schemas.artifacts import rendered
+    from service.paths import project_root
+
+    root = project_root() / "schemas"
+    stale = []
+    for path, content in sorted(rendered().items()):
+        target = root / path
+        if target.exists() and target.read_text() == content:
+            continue
+        stale.append(path)
+        if not check:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+    verb = "out of date" if check else "written"
+    typer.echo(f"roster schemas: {len(stale)} {verb}" + "".join(f"\n  {p}" for p in stale))
+    if check and stale:
+        raise typer.Exit(1)
+
+
+@app.command()
 def migrate(revision: str = typer.Argument("head", help="Alembic revision to upgrade to")) -> None:
     """Apply the database migrations (Alembic) up to a revision."""
     from service.db.engine import database_url

@@ -9,47 +9,30 @@ import subprocess
 import sys
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
-import orjson
-from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.roster import RosterApplier
-from consumers.runner import ConsumerRunner, Record
-from schemas import kafka_headers as h
+from consumers.runner import ConsumerRunner
 from schemas.roster_changes import CHANGE_TYPES, CHANGES_SOURCE, CHANGES_TOPIC
 from service.db.uow import UnitOfWork
-from service.kafka.config import producer_options
-from service.kafka.topics import ensure_topics
-from service.outbox.relay import Relay
 from service.paths import project_root
 from tests.support.changes import Received, read_cloudevents
 from tests.support.district import generate, oracle
 from tests.support.factory import Factory
-from tests.support.pipeline import publish_raw, run_consumer, settled, topic_size
+from tests.support.pipeline import (
+    NoDeadLetters,
+    as_records,
+    publish_raw,
+    run_consumer,
+    running_relay,
+    settled,
+    topic_size,
+)
 from tests.support.services import Services
-
-
-@asynccontextmanager
-async def running_relay(services: Services, engine: AsyncEngine) -> AsyncIterator[Relay]:
-    """The real relay loop (LISTEN/NOTIFY included) in the background."""
-    await ensure_topics(services.kafka_bootstrap)
-    producer = AIOKafkaProducer(**producer_options(services.kafka_bootstrap))
-    await producer.start()
-    relay = Relay(engine, producer, batch=500, poll_seconds=5.0)
-    stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(stop))
-    try:
-        yield relay
-    finally:
-        stop.set()
-        await task
-        await producer.stop()
 
 
 async def outbox_rows(engine: AsyncEngine, district_id: str) -> list[dict[str, Any]]:
@@ -139,39 +122,6 @@ async def test_committed_changes_reach_the_topic_once_in_order_and_replays_add_n
     assert await outbox_rows(engine, district.id) == rows
     again = await read_cloudevents(services.kafka_bootstrap, CHANGES_TOPIC, district.id)
     assert len(again) == len(messages)
-
-
-@dataclass
-class FakeRecord:
-    """A consumer record as the runner hands it over (the handler reads only these fields)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
-
-
-def as_records(events: list[dict[str, Any]]) -> list[Record]:
-    return [
-        FakeRecord(
-            "clever.events.v1",
-            0,
-            i,
-            0,
-            e["data"]["object"].get("district", "").encode(),
-            orjson.dumps(e),
-            [(h.EVENT_ID, e["id"].encode()), (h.SOURCE, b"poller")],
-        )
-        for i, e in enumerate(events)
-    ]
-
-
-class NoDeadLetters:
-    async def send(self, poison: Sequence[Any]) -> None:
-        raise AssertionError(f"unexpected dead letters: {poison}")
 
 
 async def test_a_rolled_back_batch_publishes_nothing_and_its_commit_publishes_it(

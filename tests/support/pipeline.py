@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.dead_letters import KafkaDeadLetters
 from consumers.roster import RosterApplier
-from consumers.runner import ConsumerRunner, consumer_options
+from consumers.runner import ConsumerRunner, Record, consumer_options
 from schemas import kafka_headers as h
 from service.db.tables import event_log
 from service.kafka.config import producer_options
 from service.kafka.topics import CLEVER_EVENTS, ensure_topics
+from service.outbox.relay import Relay
 from tests.support.services import Services
 from tests.support.webhook import encode
 
@@ -108,3 +112,53 @@ async def settled_count(engine: AsyncEngine, ids: set[str]) -> int:
             )
         )
     return int(count or 0)
+
+
+@asynccontextmanager
+async def running_relay(services: Services, engine: AsyncEngine) -> AsyncIterator[Relay]:
+    """The real relay loop (LISTEN/NOTIFY included) in the background."""
+    await ensure_topics(services.kafka_bootstrap)
+    producer = AIOKafkaProducer(**producer_options(services.kafka_bootstrap))
+    await producer.start()
+    relay = Relay(engine, producer, batch=500, poll_seconds=5.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        yield relay
+    finally:
+        stop.set()
+        await task
+        await producer.stop()
+
+
+@dataclass
+class FakeRecord:
+    """A consumer record as the runner hands it over (the handler reads only these fields)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+def as_records(events: list[dict[str, Any]]) -> list[Record]:
+    return [
+        FakeRecord(
+            "clever.events.v1",
+            0,
+            i,
+            0,
+            e["data"]["object"].get("district", "").encode(),
+            orjson.dumps(e),
+            [(h.EVENT_ID, e["id"].encode()), (h.SOURCE, b"poller")],
+        )
+        for i, e in enumerate(events)
+    ]
+
+
+class NoDeadLetters:
+    async def send(self, poison: Sequence[Any]) -> None:
+        raise AssertionError(f"unexpected dead letters: {poison}")
