@@ -5,7 +5,8 @@ Per batch, inside the runner's one transaction:
 2. skip event ids already settled (redelivery, replay: nothing changes);
 3. lock the batch's districts and the stored rows it touches, plan newest-wins with the pure rules,
    write the winning rows and their memberships, append their downstream messages to the outbox,
-   and record every event's outcome.
+   re-check the single-school rule for the students the writes can affect (alerts, with their
+   messages), and record every event's outcome.
 Step 3 runs as one set-based savepoint; if it fails for a reason other than a transient database
 error, each event is retried alone in its own savepoint so one poison event cannot block the rest,
 and an event that still fails goes to the dead-letter topic with its error.
@@ -31,6 +32,9 @@ from schemas.clever import EVENT_ADAPTER, AnyEvent, Section, User
 from service.db.uow import UnitOfWork
 from service.outbox import store as outbox
 from service.outbox.changes import record_changes
+from service.programs import store as programs
+from service.programs.check import check_batch
+from service.programs.events import change_of
 from service.roster import store
 from service.roster.records import (
     record_key,
@@ -163,6 +167,7 @@ class RosterApplier:
         conn = uow.connection
         if not items:
             return []
+        await programs.lock_assignments_shared(conn)
         await store.lock_districts(conn, {d.event.district_id for d in items})
         ids_by_kind: dict[str, set[str]] = defaultdict(set)
         for d in items:
@@ -188,6 +193,16 @@ class RosterApplier:
                 members[record_id] = section_members(obj)
             elif isinstance(obj, User):
                 links[record_id] = user_school_links(obj)
+        # The single-school rule, per applied event in order, against the roster as it was.
+        await check_batch(
+            conn,
+            [
+                change
+                for d in items
+                if plan.outcomes.get(d.event.id) is Outcome.APPLIED
+                and (change := change_of(d.event)) is not None
+            ],
+        )
         # Enrollments are the difference between a section's students before and after.
         before = await store.section_students(
             conn, [sid for sid in members if not _deleted(stored.get(("sections", sid)))]

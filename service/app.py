@@ -16,6 +16,7 @@ from service.events import routes as events_routes
 from service.kafka.config import bootstrap_servers
 from service.kafka.gateway import KafkaGateway
 from service.metrics import RequestMetrics
+from service.programs import routes as program_routes
 from service.roster import routes as roster_routes
 from service.settings import Settings
 from service.webhooks import routes as webhook_routes
@@ -50,6 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(events_routes.router)
     app.include_router(roster_routes.router)
+    app.include_router(program_routes.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

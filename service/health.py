@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.kafka.gateway import KafkaGateway
+from service.metrics import OPEN_ALERTS
 
 router = APIRouter(tags=["operations"])
 
@@ -48,6 +49,26 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "checks": checks})
 
 
+async def _refresh_open_alerts(engine: AsyncEngine) -> None:
+    """Sets the open-alerts gauge from the database; a failed read leaves the last values."""
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S), engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT district_id, status, count(*) FROM alerts "
+                        "WHERE status <> 'resolved' GROUP BY district_id, status"
+                    )
+                )
+            ).all()
+    except Exception:
+        return
+    OPEN_ALERTS.clear()  # a district whose alerts all resolved drops out
+    for district_id, status, count in rows:
+        OPEN_ALERTS.labels(district_id, status).set(count)
+
+
 @router.get("/metrics")
-async def metrics() -> Response:
+async def metrics(request: Request) -> Response:
+    await _refresh_open_alerts(request.app.state.engine)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

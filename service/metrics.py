@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HTTP_REQUESTS = Counter(
@@ -17,6 +17,11 @@ HTTP_LATENCY = Histogram(
     "HTTP request duration by route template",
     ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+# Read from the database at each scrape (the alerts live there, written by the consumers).
+OPEN_ALERTS = Gauge(
+    "roster_alerts_open", "Unresolved alerts per district and status", ["district_id", "status"]
 )
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    ForeignKey,
     Identity,
     Index,
     Integer,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     SmallInteger,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -135,4 +137,67 @@ outbox_sequences = Table(
     Column("topic", Text, primary_key=True),
     Column("message_key", Text, primary_key=True),
     Column("sequence", BigInteger, nullable=False),
+)
+
+# Programs and the single-school rule's alerts (migration 0004).
+programs = Table(
+    "programs",
+    metadata,
+    Column("code", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("single_school", Boolean, nullable=False),
+)
+program_assignments = Table(
+    "program_assignments",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("program", Text, ForeignKey("programs.code"), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("scope_id", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint(
+        "scope IN ('district', 'school', 'section', 'student')", name="program_assignments_scope"
+    ),
+    UniqueConstraint("program", "scope", "scope_id", name="program_assignments_unique"),
+    Index("program_assignments_scope_id", "scope_id"),
+)
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("type", Text, nullable=False),
+    Column("district_id", Text, nullable=False),
+    Column("student_id", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("school_ids", ARRAY(Text), nullable=False),
+    Column("programs", JSONB, nullable=False),
+    Column("detail", JSONB, nullable=False),
+    Column("suggested_school_id", Text),
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("acknowledged_at", DateTime(timezone=True)),
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("trigger_event_id", Text, nullable=False),
+    CheckConstraint("status IN ('open', 'acknowledged', 'resolved')", name="alerts_status"),
+    Index(
+        "alerts_one_active",
+        "student_id",
+        "type",
+        unique=True,
+        postgresql_where=text("status <> 'resolved'"),
+    ),
+    Index("alerts_district_status", "district_id", "status"),
+    Index("alerts_student", "student_id"),
+)
+alert_history = Table(
+    "alert_history",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("alert_id", Text, ForeignKey("alerts.id"), nullable=False),
+    Column("action", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("trigger_event_id", Text, nullable=False),
+    Column("school_ids", ARRAY(Text), nullable=False),
+    Column("programs", ARRAY(Text), nullable=False),
+    Index("alert_history_alert", "alert_id", "id"),
 )

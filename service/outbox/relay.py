@@ -27,6 +27,7 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from schemas.roster_alerts import ALERTS_SOURCE, ALERTS_TOPIC
 from schemas.roster_changes import CHANGES_SOURCE, CHANGES_TOPIC
 from service import failpoints
 from service.db.uow import UnitOfWork
@@ -36,7 +37,7 @@ from service.outbox.metrics import BACKLOG, PRUNED, RELAY_LATENCY, RELAYED
 log = logging.getLogger(__name__)
 
 _FORMAT = JSONFormat()
-SOURCES = {CHANGES_TOPIC: CHANGES_SOURCE}
+SOURCES = {CHANGES_TOPIC: CHANGES_SOURCE, ALERTS_TOPIC: ALERTS_SOURCE}
 
 
 def kafka_message(row: store.Pending) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:

@@ -6,12 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.auth import AdminOnly
 from service.db.tables import section_members, sections, users
-from service.roster.rules import student_schools
+from service.programs import store as programs
+from service.programs.rules import programs_of
 
 router = APIRouter(prefix="/v1", tags=["roster"], dependencies=[AdminOnly])
 
@@ -52,17 +53,6 @@ class SectionOut(BaseModel):
     last_modified: str
 
 
-_ROLE_SCHOOLS = text("SELECT school_id FROM user_schools WHERE user_id = :id AND role = 'student'")
-_LIVE_SECTIONS = text(
-    """
-    SELECT m.section_id, s.school_id FROM section_members m
-      JOIN sections s ON s.id = m.section_id AND NOT s.deleted
-     WHERE m.user_id = :id AND m.role = 'student'
-     ORDER BY 1
-    """
-)
-
-
 @router.get("/students/{student_id}", response_model=Student, responses=_UNKNOWN)
 async def get_student(student_id: str, request: Request) -> Student:
     engine: AsyncEngine = request.app.state.engine
@@ -70,20 +60,20 @@ async def get_student(student_id: str, request: Request) -> Student:
         row = (await conn.execute(select(users).where(users.c.id == student_id))).first()
         if row is None or "student" not in row.roles:
             raise HTTPException(status_code=404, detail="unknown student")
-        role_schools = [r[0] for r in await conn.execute(_ROLE_SCHOOLS, {"id": student_id})]
-        live = (await conn.execute(_LIVE_SECTIONS, {"id": student_id})).all()
-    section_ids = [section_id for section_id, _ in live]
-    school_ids = student_schools(role_schools, [school for _, school in live])
+        # The same facts and rule the single-school check uses (service/programs).
+        facts = (await programs.student_facts(conn, [student_id]))[0][student_id]
+        scope_ids = {student_id, row.district_id, *facts.section_ids, *facts.school_ids}
+        held = programs_of(facts, await programs.assignments_for(conn, scope_ids))
     return Student(
         id=row.id,
         district_id=row.district_id,
         sis_id=row.sis_id,
         name=Name(first=row.name_first, middle=row.name_middle, last=row.name_last),
         grade=row.grade,
-        school_ids=school_ids,
+        school_ids=sorted(facts.school_ids),
         primary_school_id=row.primary_school_id,
-        section_ids=section_ids,
-        programs=[],
+        section_ids=sorted(facts.section_ids),
+        programs=sorted(held),
         deleted=row.deleted,
         last_modified=row.version_at.isoformat(),
     )

@@ -84,8 +84,13 @@ def plan_batch(stored: Mapping[RecordKey, Version], events: Sequence[Incoming[E]
     return Plan(outcomes, writes)
 
 
-def student_schools(role_schools: Iterable[str], section_schools: Iterable[str]) -> list[str]:
+def student_schools(
+    role_schools: Iterable[str],
+    section_schools: Iterable[str],
+    deleted_schools: Iterable[str] = (),
+) -> list[str]:
     """A student's schools: those of the newest user record, and of the non-deleted sections
-    that list the student (the caller passes only non-deleted sections). The view
-    `student_school_links` is the same rule in SQL, for set-based checks over many students."""
-    return sorted(set(role_schools) | set(section_schools))
+    that list the student (the caller passes only non-deleted sections). A school whose own
+    record is deleted (no longer shared) is not counted: its students are re-checked when that
+    happens. The view `student_school_links` holds the two sources in SQL."""
+    return sorted((set(role_schools) | set(section_schools)) - set(deleted_schools))

@@ -98,6 +98,7 @@ def test_dev_stack_ready_then_stops_cleanly(
         names = " ".join(" ".join(c.cmdline()) for c in children)
         assert "kafka.Kafka" in names and "postgres" in names
         assert "service api" in names and "service consume" in names
+        assert "service relay" in names
         output = log.read_text()
         assert "webhook secret  whsec_" in output and "admin token" in output
         consumer_metrics = output.split("consumer        ")[1].split()[0]
@@ -113,7 +114,7 @@ def test_dev_stack_ready_then_stops_cleanly(
         os.killpg(proc.pid, stop_signal)  # what a terminal's Ctrl-C does to its foreground group
         assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
         _assert_all_gone(children)
-        assert "stopped consumer, api, kafka, postgres" in log.read_text()
+        assert "stopped relay, consumer, api, kafka, postgres" in log.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()

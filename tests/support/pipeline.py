@@ -31,6 +31,7 @@ async def run_consumer(
     group: str,
     done: Callable[[ConsumerRunner], Awaitable[bool]],
     timeout: float = 90.0,
+    max_batch: int = 200,
 ) -> ConsumerRunner:
     """Runs the real consumer loop (group `group`) until `done` says so."""
     await ensure_topics(services.kafka_bootstrap)
@@ -43,7 +44,7 @@ async def run_consumer(
         engine,
         RosterApplier(KafkaDeadLetters(producer)),
         topics=[CLEVER_EVENTS.name],
-        max_batch=200,
+        max_batch=max_batch,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))

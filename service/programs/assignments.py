@@ -1,0 +1,165 @@
+"""Program assignments and alert acknowledgement: the operations behind the API and the CLI.
+
+Each runs on the caller's unit of work (which commits). An assignment change takes the
+assignments lock exclusively (see `store.lock_assignments_exclusive`) and re-checks every
+student its scope reaches, in bulk, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from schemas.roster_alerts import ALERTS_TOPIC
+from service.outbox import store as outbox
+from service.outbox.changes import Outgoing
+from service.programs import store
+from service.programs.check import check_students
+from service.programs.rules import SCOPES, Step
+
+
+class UnknownProgram(ValueError):
+    pass
+
+
+class AlertResolved(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class AssignmentResult:
+    assignment: dict[str, Any]
+    created: bool
+    decisions: list[Step]
+
+
+_COLUMNS = "id, program, scope, scope_id, created_at"
+
+
+def assignment_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "program": row.program,
+        "scope": row.scope,
+        "scope_id": row.scope_id,
+        "created_at": row.created_at.isoformat(),
+    }
+
+
+async def add_assignment(
+    conn: AsyncConnection, program: str, scope: str, scope_id: str
+) -> AssignmentResult:
+    """Assigns a program; the same (program, scope, scope id) again returns the existing one."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; one of {', '.join(SCOPES)}")
+    await store.lock_assignments_exclusive(conn)
+    catalog = await store.catalog(conn)
+    if program not in catalog.names:
+        known = ", ".join(sorted(catalog.names))
+        raise UnknownProgram(f"unknown program {program!r}; known programs: {known}")
+    inserted = (
+        await conn.execute(
+            text(
+                f"""
+                INSERT INTO program_assignments (id, program, scope, scope_id)
+                VALUES (:id, :program, :scope, :scope_id)
+                ON CONFLICT (program, scope, scope_id) DO NOTHING
+                RETURNING {_COLUMNS}
+                """
+            ),
+            {"id": uuid.uuid4().hex, "program": program, "scope": scope, "scope_id": scope_id},
+        )
+    ).first()
+    if inserted is None:
+        existing = (
+            await conn.execute(
+                text(
+                    f"SELECT {_COLUMNS} FROM program_assignments "
+                    "WHERE program = :program AND scope = :scope AND scope_id = :scope_id"
+                ),
+                {"program": program, "scope": scope, "scope_id": scope_id},
+            )
+        ).one()
+        return AssignmentResult(assignment_json(existing), False, [])
+    decisions = await _recheck_scope(conn, scope, scope_id, f"assignment:{inserted.id}")
+    return AssignmentResult(assignment_json(inserted), True, decisions)
+
+
+async def remove_assignment(conn: AsyncConnection, assignment_id: str) -> list[Step] | None:
+    """Deletes an assignment and re-checks its scope; None if there is no such assignment."""
+    await store.lock_assignments_exclusive(conn)
+    removed = (
+        await conn.execute(
+            text(f"DELETE FROM program_assignments WHERE id = :id RETURNING {_COLUMNS}"),
+            {"id": assignment_id},
+        )
+    ).first()
+    if removed is None:
+        return None
+    return await _recheck_scope(conn, removed.scope, removed.scope_id, f"assignment:{removed.id}")
+
+
+async def list_assignments(conn: AsyncConnection) -> list[dict[str, Any]]:
+    rows = await conn.execute(
+        text(f"SELECT {_COLUMNS} FROM program_assignments ORDER BY created_at, id")
+    )
+    return [assignment_json(r) for r in rows]
+
+
+async def _recheck_scope(
+    conn: AsyncConnection, scope: str, scope_id: str, trigger: str
+) -> list[Step]:
+    return await check_students(conn, await store.students_in_scope(conn, scope, scope_id), trigger)
+
+
+async def acknowledge(conn: AsyncConnection, alert_id: str) -> dict[str, Any] | None:
+    """Marks an open alert acknowledged (idempotent); None if unknown, AlertResolved if it has
+    resolved already."""
+    row = (
+        await conn.execute(
+            text(
+                "SELECT id, student_id, district_id, status, detail, school_ids, "
+                "trigger_event_id FROM alerts WHERE id = :id FOR UPDATE"
+            ),
+            {"id": alert_id},
+        )
+    ).first()
+    if row is None:
+        return None
+    if row.status == "resolved":
+        raise AlertResolved(f"alert {alert_id} is resolved")
+    if row.status == "acknowledged":
+        return dict(row.detail)
+    now = datetime.now(UTC)
+    detail = dict(row.detail) | {"status": "acknowledged", "acknowledged_at": now.isoformat()}
+    await conn.execute(
+        text(
+            "UPDATE alerts SET status = 'acknowledged', acknowledged_at = :now, updated_at = :now,"
+            " detail = CAST(:detail AS jsonb) WHERE id = :id"
+        ),
+        {"now": now, "detail": orjson.dumps(detail).decode(), "id": alert_id},
+    )
+    await store.record_history(
+        conn,
+        [
+            {
+                "alert_id": alert_id,
+                "action": "acknowledged",
+                "at": now,
+                "trigger_event_id": row.trigger_event_id,
+                "school_ids": list(row.school_ids),
+                "programs": [p["code"] for p in detail["programs"]],
+            }
+        ],
+    )
+    await outbox.append(
+        conn,
+        [Outgoing(ALERTS_TOPIC, row.student_id, "alert.acknowledged", row.district_id, detail)],
+    )
+    return detail

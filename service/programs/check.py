@@ -1,0 +1,310 @@
+"""Runs the single-school rule inside the caller's transaction and writes what it decides.
+
+Two entry points: `check_batch` for the roster consumer (the batch's applied events, replayed
+per event by the pure rule) and `check_students` for assignment changes (every student in the
+scope, once). Both load, set-based, the part of the roster the change can touch as it is before
+the batch's own writes, run `service/programs/rules.replay`, then write alerts, their history and
+their `roster.alerts.v1` messages (outbox) in a few statements.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from schemas.roster_alerts import ALERT_TYPE, ALERTS_TOPIC
+from service.outbox import store as outbox
+from service.outbox.changes import Outgoing
+from service.programs import store
+from service.programs.rules import (
+    Action,
+    Catalog,
+    Change,
+    Conflict,
+    FlagChange,
+    Person,
+    Recheck,
+    SectionChange,
+    SectionState,
+    Step,
+    UserChange,
+    World,
+    replay,
+)
+
+
+async def _rows(conn: AsyncConnection, sql: str, ids: Iterable[str]) -> list[Any]:
+    ids = sorted(set(ids))
+    if not ids:
+        return []
+    return list(await conn.execute(text(sql), {"ids": ids}))
+
+
+async def load_world(
+    conn: AsyncConnection,
+    students: set[str],
+    sections: set[str],
+    schools: set[str],
+    districts: set[str],
+) -> World:
+    users = await _rows(
+        conn,
+        """SELECT id, district_id, deleted, 'student' = ANY(roles) AS is_student,
+                  primary_school_id, sis_id, name_first, name_middle, name_last
+             FROM users WHERE id = ANY(CAST(:ids AS text[]))""",
+        students,
+    )
+    role_schools: dict[str, set[str]] = {}
+    for user_id, school_id in await _rows(
+        conn,
+        "SELECT user_id, school_id FROM user_schools "
+        "WHERE role = 'student' AND user_id = ANY(CAST(:ids AS text[]))",
+        students,
+    ):
+        role_schools.setdefault(user_id, set()).add(school_id)
+    people = {
+        u.id: Person(
+            known=True,
+            is_student=u.is_student,
+            deleted=u.deleted,
+            district_id=u.district_id,
+            role_schools=frozenset(role_schools.get(u.id, ())),
+            primary_school_id=u.primary_school_id,
+            sis_id=u.sis_id,
+            name=(u.name_first, u.name_middle, u.name_last),
+        )
+        for u in users
+    }
+    memberships: dict[str, set[str]] = {}
+    for user_id, section_id in await _rows(
+        conn,
+        "SELECT user_id, section_id FROM section_members "
+        "WHERE role = 'student' AND user_id = ANY(CAST(:ids AS text[]))",
+        students,
+    ):
+        memberships.setdefault(user_id, set()).add(section_id)
+    members_of: dict[str, set[str]] = {}
+    for section_id, user_id in await _rows(
+        conn,
+        "SELECT section_id, user_id FROM section_members "
+        "WHERE role = 'student' AND section_id = ANY(CAST(:ids AS text[]))",
+        sections,
+    ):
+        members_of.setdefault(section_id, set()).add(user_id)
+    all_sections = sections | {s for linked in memberships.values() for s in linked}
+    section_states = {
+        r.id: SectionState(r.school_id, r.deleted, frozenset(members_of.get(r.id, ())))
+        for r in await _rows(
+            conn,
+            "SELECT id, school_id, deleted FROM sections WHERE id = ANY(CAST(:ids AS text[]))",
+            all_sections,
+        )
+    }
+    all_schools = schools | {s.school_id for s in section_states.values()}
+    all_schools |= {s for p in people.values() for s in p.role_schools}
+    deleted_schools = {
+        r[0]
+        for r in await _rows(
+            conn,
+            "SELECT id FROM schools WHERE deleted AND id = ANY(CAST(:ids AS text[]))",
+            all_schools,
+        )
+    }
+    all_districts = districts | {p.district_id for p in people.values() if p.district_id}
+    deleted_districts = {
+        r[0]
+        for r in await _rows(
+            conn,
+            "SELECT id FROM districts WHERE deleted AND id = ANY(CAST(:ids AS text[]))",
+            all_districts,
+        )
+    }
+    return World(people, section_states, memberships, deleted_schools, deleted_districts)
+
+
+async def check_batch(conn: AsyncConnection, changes: Sequence[Change]) -> list[Step]:
+    """The rule over a batch's applied events, in order. Call before the batch's roster writes:
+    the world is loaded as it was, then replayed in memory."""
+    students: set[str] = set()
+    sections: set[str] = set()
+    flags: dict[str, set[str]] = {"schools": set(), "districts": set()}
+    for change in changes:
+        if isinstance(change, UserChange):
+            students.add(change.user_id)
+        elif isinstance(change, SectionChange):
+            sections.add(change.section_id)
+            students |= change.state.students
+        elif isinstance(change, FlagChange):
+            flags[change.kind].add(change.record_id)
+    # Students the batch can reach through what is stored: the sections' current students, and
+    # everyone linked to a school or in a district that the batch may delete or restore.
+    students |= {
+        r[0]
+        for r in await _rows(
+            conn,
+            "SELECT user_id FROM section_members "
+            "WHERE role = 'student' AND section_id = ANY(CAST(:ids AS text[]))",
+            sections,
+        )
+    }
+    students |= await store.students_of_schools(conn, sorted(flags["schools"]))
+    students |= await store.students_of_districts(conn, sorted(flags["districts"]))
+    if not students:
+        return []
+    world = await load_world(conn, students, sections, flags["schools"], flags["districts"])
+    return await _run(conn, world, changes, students)
+
+
+async def check_students(
+    conn: AsyncConnection, students: Iterable[str], trigger: str
+) -> list[Step]:
+    """Re-checks these students once against the stored roster (an assignment changed)."""
+    ids = set(students)
+    if not ids:
+        return []
+    world = await load_world(conn, ids, set(), set(), set())
+    return await _run(conn, world, [Recheck(trigger, frozenset(ids))], ids)
+
+
+async def _run(
+    conn: AsyncConnection, world: World, changes: Sequence[Change], students: set[str]
+) -> list[Step]:
+    scope_ids = set(world.people) | set(world.sections) | set(world.deleted_schools)
+    for change in changes:  # sections and schools the batch introduces
+        if isinstance(change, SectionChange):
+            scope_ids |= {change.section_id, change.state.school_id}
+        elif isinstance(change, UserChange):
+            scope_ids |= change.person.role_schools
+            if change.person.district_id:
+                scope_ids.add(change.person.district_id)
+    for person in world.people.values():
+        scope_ids |= person.role_schools
+        if person.district_id:
+            scope_ids.add(person.district_id)
+    scope_ids |= {s.school_id for s in world.sections.values()}
+    assignments = await store.assignments_for(conn, scope_ids)
+    catalog = await store.catalog(conn)
+    active, details = await store.active_alerts(conn, sorted(students))
+    steps = replay(world, changes, assignments, catalog, active)
+    if steps:
+        await _write(conn, world, steps, catalog, details)
+    return steps
+
+
+def _programs_json(conflict: Conflict, catalog: Catalog) -> list[dict[str, Any]]:
+    return [
+        {
+            "code": code,
+            "name": catalog.names.get(code, code),
+            "sources": [
+                {"assignment_id": a.id, "scope": a.scope, "scope_id": a.scope_id} for a in sources
+            ],
+        }
+        for code, sources in conflict.programs
+    ]
+
+
+async def _write(
+    conn: AsyncConnection,
+    world: World,
+    steps: Sequence[Step],
+    catalog: Catalog,
+    details: dict[str, dict[str, Any]],
+) -> None:
+    now = datetime.now(UTC)
+    school_ids = sorted({s for step in steps for s in step.conflict.school_ids})
+    names: dict[str, str | None] = dict.fromkeys(school_ids)
+    for school_id, name in await _rows(
+        conn, "SELECT id, name FROM schools WHERE id = ANY(CAST(:ids AS text[]))", school_ids
+    ):
+        names[school_id] = name
+
+    ids = {s.alert: (uuid.uuid4().hex if s.alert.startswith("new:") else s.alert) for s in steps}
+    state: dict[str, dict[str, Any]] = {}  # alert id -> its data as the steps go
+    final: dict[str, dict[str, Any]] = {}  # alert id -> the row to write
+    history: list[dict[str, Any]] = []
+    messages: list[Outgoing] = []
+    for step in steps:
+        alert_id = ids[step.alert]
+        person = world.person(step.student_id)
+        data = (
+            state.get(alert_id)
+            or details.get(alert_id)
+            or {
+                "id": alert_id,
+                "type": ALERT_TYPE,
+                "status": "open",
+                "district_id": person.district_id or "",
+                "opened_at": now.isoformat(),
+                "acknowledged_at": None,
+                "resolved_at": None,
+            }
+        )
+        data = dict(data)
+        if step.action is Action.RESOLVE:
+            data |= {"status": "resolved", "resolved_at": now.isoformat()}
+        conflict = step.conflict
+        primary = person.primary_school_id
+        first, middle, last = person.name
+        data |= {
+            "student": {
+                "id": step.student_id,
+                "sis_id": person.sis_id,
+                "name": {"first": first, "middle": middle, "last": last},
+                "primary_school_id": primary,
+            },
+            "schools": [{"id": s, "name": names.get(s)} for s in conflict.school_ids],
+            "programs": _programs_json(conflict, catalog),
+            "suggested_school_id": primary if primary in conflict.school_ids else None,
+            "trigger_event_id": step.trigger,
+            "source_event_id": step.trigger,
+        }
+        state[alert_id] = data
+        final[alert_id] = {
+            "id": alert_id,
+            "new": step.alert.startswith("new:"),
+            "type": ALERT_TYPE,
+            "district_id": data["district_id"],
+            "student_id": step.student_id,
+            "status": data["status"],
+            "school_ids": list(conflict.school_ids),
+            "programs": orjson.dumps(data["programs"]).decode(),
+            "detail": orjson.dumps(data).decode(),
+            "suggested_school_id": data["suggested_school_id"],
+            "at": now,
+            "resolved_at": now if data["status"] == "resolved" else None,
+            "acknowledged_at": None,
+            "trigger_event_id": step.trigger,
+        }
+        history.append(
+            {
+                "alert_id": alert_id,
+                "action": step.action.value,
+                "at": now,
+                "trigger_event_id": step.trigger,
+                "school_ids": list(conflict.school_ids),
+                "programs": conflict.program_codes,
+            }
+        )
+        messages.append(
+            Outgoing(
+                ALERTS_TOPIC,
+                step.student_id,
+                f"alert.{step.action.value}",
+                data["district_id"],
+                data,
+            )
+        )
+    # New alerts are inserted as they end up (a batch can open and resolve one); the unique
+    # index on unresolved alerts holds throughout, since an insert is at most one per student
+    # unresolved, and updates resolve before any new one is inserted.
+    await store.update_alerts(conn, [r for r in final.values() if not r["new"]])
+    await store.insert_alerts(conn, [r for r in final.values() if r["new"]])
+    await store.record_history(conn, history)
+    await outbox.append(conn, messages)

@@ -1,0 +1,206 @@
+"""`/v1/programs`, `/v1/program-assignments` and `/v1/alerts` (admin bearer token)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.auth import AdminOnly
+from service.db.uow import UnitOfWork
+from service.programs import assignments, store
+
+router = APIRouter(prefix="/v1", tags=["programs"], dependencies=[AdminOnly])
+
+_AUTH: dict[int | str, dict[str, Any]] = {401: {"description": "No valid admin token"}}
+
+
+class Program(BaseModel):
+    code: str
+    name: str
+    single_school: bool
+
+
+class AssignmentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    program: str = Field(min_length=1, description="A code from GET /v1/programs")
+    scope: Literal["district", "school", "section", "student"]
+    scope_id: str = Field(min_length=1, max_length=64)
+
+
+class AssignmentOut(BaseModel):
+    id: str
+    program: str
+    scope: str
+    scope_id: str
+    created_at: str
+    students_rechecked: int | None = None
+
+
+class AlertOut(BaseModel):
+    id: str
+    type: str
+    district_id: str
+    student_id: str
+    school_ids: list[str]
+    programs: list[str]
+    status: Literal["open", "acknowledged", "resolved"]
+    opened_at: str
+    resolved_at: str | None
+    acknowledged_at: str | None
+    updated_at: str
+    trigger_event_id: str
+    suggested_school_id: str | None
+    detail: dict[str, Any] = Field(description="Student, school names, program sources")
+
+
+class AlertList(BaseModel):
+    items: list[AlertOut]
+
+
+def _engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.app.state.engine
+    return engine
+
+
+@router.get("/programs", response_model=list[Program], responses=_AUTH)
+async def list_programs(request: Request) -> list[Program]:
+    async with _engine(request).connect() as conn:
+        return [Program(**row) for row in await store.catalog_rows(conn)]
+
+
+@router.post(
+    "/program-assignments",
+    response_model=AssignmentOut,
+    status_code=201,
+    responses={
+        **_AUTH,
+        200: {"description": "The same assignment existed already (idempotent)"},
+        400: {"description": "Unknown program"},
+    },
+)
+async def create_assignment(body: AssignmentIn, request: Request) -> Any:
+    async with UnitOfWork(_engine(request)) as uow:
+        try:
+            result = await assignments.add_assignment(
+                uow.connection, body.program, body.scope, body.scope_id
+            )
+        except assignments.UnknownProgram as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+        await uow.commit()
+    out = AssignmentOut(**result.assignment, students_rechecked=len(result.decisions))
+    if not result.created:
+        return JSONResponse(out.model_dump(exclude={"students_rechecked"}), status_code=200)
+    return out
+
+
+@router.get("/program-assignments", response_model=list[AssignmentOut], responses=_AUTH)
+async def get_assignments(request: Request) -> list[AssignmentOut]:
+    async with _engine(request).connect() as conn:
+        return [AssignmentOut(**a) for a in await assignments.list_assignments(conn)]
+
+
+@router.delete(
+    "/program-assignments/{assignment_id}",
+    status_code=204,
+    responses={**_AUTH, 404: {"description": "Unknown assignment"}},
+)
+async def delete_assignment(assignment_id: str, request: Request) -> Response:
+    async with UnitOfWork(_engine(request)) as uow:
+        decisions = await assignments.remove_assignment(uow.connection, assignment_id)
+        if decisions is None:
+            raise HTTPException(status_code=404, detail="unknown assignment")
+        await uow.commit()
+    return Response(status_code=204)
+
+
+_ALERT_COLUMNS = """
+    id, type, district_id, student_id, school_ids, programs, status, opened_at, resolved_at,
+    acknowledged_at, updated_at, trigger_event_id, suggested_school_id, detail
+"""
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _alert(row: Any) -> AlertOut:
+    return AlertOut(
+        id=row.id,
+        type=row.type,
+        district_id=row.district_id,
+        student_id=row.student_id,
+        school_ids=list(row.school_ids),
+        programs=[p["code"] for p in row.programs],
+        status=row.status,
+        opened_at=row.opened_at.isoformat(),
+        resolved_at=_iso(row.resolved_at),
+        acknowledged_at=_iso(row.acknowledged_at),
+        updated_at=row.updated_at.isoformat(),
+        trigger_event_id=row.trigger_event_id,
+        suggested_school_id=row.suggested_school_id,
+        detail=row.detail,
+    )
+
+
+@router.get("/alerts", response_model=AlertList, responses=_AUTH)
+async def list_alerts(
+    request: Request,
+    status: Literal["open", "acknowledged", "resolved"] | None = None,
+    district_id: str | None = None,
+    student_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> AlertList:
+    """Newest first. Filters combine; `limit` bounds the page."""
+    clauses, params = [], {"limit": limit}
+    for name, value in (
+        ("status", status),
+        ("district_id", district_id),
+        ("student_id", student_id),
+    ):
+        if value is not None:
+            clauses.append(f"{name} = :{name}")
+            params[name] = value  # type: ignore[assignment]
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    async with _engine(request).connect() as conn:
+        rows = await conn.execute(
+            text(
+                f"SELECT {_ALERT_COLUMNS} FROM alerts {where} "
+                "ORDER BY opened_at DESC, id LIMIT :limit"
+            ),
+            params,
+        )
+        return AlertList(items=[_alert(r) for r in rows])
+
+
+@router.post(
+    "/alerts/{alert_id}/acknowledge",
+    response_model=AlertOut,
+    responses={
+        **_AUTH,
+        404: {"description": "Unknown alert"},
+        409: {"description": "The alert has resolved"},
+    },
+)
+async def acknowledge_alert(alert_id: str, request: Request) -> AlertOut:
+    async with UnitOfWork(_engine(request)) as uow:
+        try:
+            found = await assignments.acknowledge(uow.connection, alert_id)
+        except assignments.AlertResolved as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from None
+        if found is None:
+            raise HTTPException(status_code=404, detail="unknown alert")
+        await uow.commit()
+    async with _engine(request).connect() as conn:
+        row = (
+            await conn.execute(
+                text(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = :id"),
+                {"id": alert_id},
+            )
+        ).one()
+    return _alert(row)

@@ -1,0 +1,274 @@
+"""Reads and writes for programs, assignments and alerts, through the caller's connection (never
+commits). Every read is one set-based statement over all the students at hand."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.programs.rules import ActiveAlert, Assignment, Catalog, Conflict, StudentFacts
+from service.roster.rules import student_schools
+
+# Serialises assignment changes against roster batches: a batch takes it shared, an assignment
+# change exclusively. Without it, a batch could check a student against the assignments it saw
+# while an assignment committed meanwhile re-checks the students it saw: a student joining the
+# scope in between would be checked by neither.
+_ASSIGNMENTS_LOCK = (2, 0)
+
+
+async def lock_assignments_shared(conn: AsyncConnection) -> None:
+    await conn.execute(text("SELECT pg_advisory_xact_lock_shared(:a, :b)"), _lock_params())
+
+
+async def lock_assignments_exclusive(conn: AsyncConnection) -> None:
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"), _lock_params())
+
+
+def _lock_params() -> dict[str, int]:
+    return {"a": _ASSIGNMENTS_LOCK[0], "b": _ASSIGNMENTS_LOCK[1]}
+
+
+async def catalog(conn: AsyncConnection) -> Catalog:
+    rows = (await conn.execute(text("SELECT code, name, single_school FROM programs"))).all()
+    return Catalog(
+        names={code: name for code, name, _ in rows},
+        single_school=frozenset(code for code, _, single in rows if single),
+    )
+
+
+async def catalog_rows(conn: AsyncConnection) -> list[dict[str, Any]]:
+    rows = await conn.execute(text("SELECT code, name, single_school FROM programs ORDER BY code"))
+    return [dict(r._mapping) for r in rows]
+
+
+def _assignment(row: Any) -> Assignment:
+    return Assignment(row.id, row.program, row.scope, row.scope_id)
+
+
+async def assignments_for(conn: AsyncConnection, scope_ids: Iterable[str]) -> list[Assignment]:
+    """Assignments whose scope is any of these ids (Clever ids are globally unique)."""
+    ids = sorted(set(scope_ids))
+    if not ids:
+        return []
+    rows = await conn.execute(
+        text(
+            "SELECT id, program, scope, scope_id FROM program_assignments "
+            "WHERE scope_id = ANY(CAST(:ids AS text[]))"
+        ),
+        {"ids": ids},
+    )
+    return [_assignment(r) for r in rows]
+
+
+async def student_facts(
+    conn: AsyncConnection, student_ids: Sequence[str]
+) -> tuple[dict[str, StudentFacts], dict[str, dict[str, Any]], dict[str, str | None]]:
+    """Facts for the rule, the students' identity (for the alert text), and the names of the
+    schools involved. Deleted schools and sections do not count; a deleted district deletes its
+    students for the rule."""
+    ids = sorted(set(student_ids))
+    if not ids:
+        return {}, {}, {}
+    users = {
+        r.id: r
+        for r in await conn.execute(
+            text(
+                """
+                SELECT u.id, u.district_id, u.deleted OR coalesce(d.deleted, false) AS deleted,
+                       'student' = ANY(u.roles) AS is_student, u.primary_school_id, u.sis_id,
+                       u.name_first, u.name_middle, u.name_last
+                  FROM users u LEFT JOIN districts d ON d.id = u.district_id
+                 WHERE u.id = ANY(CAST(:ids AS text[]))
+                """
+            ),
+            {"ids": ids},
+        )
+    }
+    role_schools = await conn.execute(
+        text(
+            "SELECT user_id, school_id FROM user_schools "
+            "WHERE role = 'student' AND user_id = ANY(CAST(:ids AS text[]))"
+        ),
+        {"ids": ids},
+    )
+    section_rows = await conn.execute(
+        text(
+            """
+            SELECT m.user_id, s.id, s.school_id FROM section_members m
+              JOIN sections s ON s.id = m.section_id AND NOT s.deleted
+             WHERE m.role = 'student' AND m.user_id = ANY(CAST(:ids AS text[]))
+            """
+        ),
+        {"ids": ids},
+    )
+    by_role: dict[str, set[str]] = {i: set() for i in ids}
+    by_section: dict[str, set[str]] = {i: set() for i in ids}
+    sections: dict[str, set[str]] = {i: set() for i in ids}
+    for user_id, school_id in role_schools:
+        by_role[user_id].add(school_id)
+    for user_id, section_id, school_id in section_rows:
+        sections[user_id].add(section_id)
+        by_section[user_id].add(school_id)
+    all_schools = sorted({s for i in ids for s in by_role[i] | by_section[i]})
+    school_rows = (
+        await conn.execute(
+            text("SELECT id, name, deleted FROM schools WHERE id = ANY(CAST(:ids AS text[]))"),
+            {"ids": all_schools},
+        )
+    ).all()
+    deleted_schools = {r.id for r in school_rows if r.deleted}
+    names: dict[str, str | None] = {s: None for s in all_schools}
+    names.update({r.id: r.name for r in school_rows})
+
+    facts: dict[str, StudentFacts] = {}
+    people: dict[str, dict[str, Any]] = {}
+    for sid in ids:
+        user = users.get(sid)
+        if user is None:
+            facts[sid] = StudentFacts(sid, known=False)
+            continue
+        facts[sid] = StudentFacts(
+            sid,
+            known=True,
+            is_student=user.is_student,
+            deleted=user.deleted,
+            district_id=user.district_id,
+            school_ids=frozenset(student_schools(by_role[sid], by_section[sid], deleted_schools)),
+            section_ids=frozenset(sections[sid]),
+            primary_school_id=user.primary_school_id,
+        )
+        people[sid] = {
+            "id": sid,
+            "district_id": user.district_id,
+            "sis_id": user.sis_id,
+            "name": {"first": user.name_first, "middle": user.name_middle, "last": user.name_last},
+            "primary_school_id": user.primary_school_id,
+        }
+    return facts, people, names
+
+
+async def students_in_scope(conn: AsyncConnection, scope: str, scope_id: str) -> list[str]:
+    """Every student an assignment at this scope can reach (placeholders included)."""
+    queries = {
+        "student": "SELECT CAST(:id AS text)",
+        "section": (
+            "SELECT user_id FROM section_members WHERE section_id = :id AND role = 'student'"
+        ),
+        "school": "SELECT DISTINCT student_id FROM student_school_links WHERE school_id = :id",
+        "district": "SELECT id FROM users WHERE district_id = :id AND 'student' = ANY(roles)",
+    }
+    return [r[0] for r in await conn.execute(text(queries[scope]), {"id": scope_id})]
+
+
+async def students_of_schools(conn: AsyncConnection, school_ids: Sequence[str]) -> set[str]:
+    if not school_ids:
+        return set()
+    rows = await conn.execute(
+        text(
+            "SELECT DISTINCT student_id FROM student_school_links "
+            "WHERE school_id = ANY(CAST(:ids AS text[]))"
+        ),
+        {"ids": list(school_ids)},
+    )
+    return {r[0] for r in rows}
+
+
+async def students_of_districts(conn: AsyncConnection, district_ids: Sequence[str]) -> set[str]:
+    if not district_ids:
+        return set()
+    rows = await conn.execute(
+        text(
+            "SELECT id FROM users WHERE district_id = ANY(CAST(:ids AS text[])) "
+            "AND 'student' = ANY(roles)"
+        ),
+        {"ids": list(district_ids)},
+    )
+    return {r[0] for r in rows}
+
+
+async def active_alerts(
+    conn: AsyncConnection, student_ids: Sequence[str]
+) -> tuple[dict[str, ActiveAlert], dict[str, dict[str, Any]]]:
+    """Each student's unresolved alert, row-locked until the transaction ends, and the data of
+    its last message by alert id."""
+    if not student_ids:
+        return {}, {}
+    rows = await conn.execute(
+        text(
+            """
+            SELECT id, student_id, status, school_ids, programs, detail FROM alerts
+             WHERE student_id = ANY(CAST(:ids AS text[])) AND status <> 'resolved'
+             ORDER BY student_id FOR UPDATE
+            """
+        ),
+        {"ids": sorted(set(student_ids))},
+    )
+    out = {}
+    details = {}
+    for r in rows:
+        details[r.id] = dict(r.detail)
+        programs = tuple(
+            (
+                p["code"],
+                tuple(
+                    Assignment(s["assignment_id"], p["code"], s["scope"], s["scope_id"])
+                    for s in p["sources"]
+                ),
+            )
+            for p in r.programs
+        )
+        out[r.student_id] = ActiveAlert(r.id, r.status, Conflict(tuple(r.school_ids), programs))
+    return out, details
+
+
+async def insert_alerts(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(
+            text(
+                """
+                INSERT INTO alerts (id, type, district_id, student_id, status, school_ids,
+                    programs, detail, suggested_school_id, opened_at, updated_at, resolved_at,
+                    trigger_event_id)
+                VALUES (:id, :type, :district_id, :student_id, :status, :school_ids,
+                    CAST(:programs AS jsonb), CAST(:detail AS jsonb), :suggested_school_id,
+                    :at, :at, :resolved_at, :trigger_event_id)
+                """
+            ),
+            list(rows),
+        )
+
+
+async def update_alerts(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Updates (or resolves) alerts; `resolved_at`/`acknowledged_at` are kept when None."""
+    if rows:
+        await conn.execute(
+            text(
+                """
+                UPDATE alerts SET status = :status, school_ids = :school_ids,
+                       programs = CAST(:programs AS jsonb), detail = CAST(:detail AS jsonb),
+                       suggested_school_id = :suggested_school_id, updated_at = :at,
+                       resolved_at = coalesce(:resolved_at, resolved_at),
+                       acknowledged_at = coalesce(:acknowledged_at, acknowledged_at),
+                       trigger_event_id = :trigger_event_id
+                 WHERE id = :id
+                """
+            ),
+            list(rows),
+        )
+
+
+async def record_history(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(
+            text(
+                """
+                INSERT INTO alert_history (alert_id, action, at, trigger_event_id, school_ids,
+                    programs)
+                VALUES (:alert_id, :action, :at, :trigger_event_id, :school_ids, :programs)
+                """
+            ),
+            list(rows),
+        )

@@ -1,0 +1,167 @@
+"""The single-school rule and program resolution (pure: every transition, no I/O)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.programs.rules import (
+    Action,
+    ActiveAlert,
+    Assignment,
+    Catalog,
+    Conflict,
+    StudentFacts,
+    conflict_of,
+    decide,
+    programs_of,
+    transition,
+)
+
+CATALOG = Catalog(
+    names={"mypath_math": "MyPath Math", "imagine_math_facts": "Imagine Math Facts"},
+    single_school=frozenset({"mypath_math"}),
+)
+MATH_AT_A = Assignment("as1", "mypath_math", "school", "A")
+
+
+def student(*schools: str, **kw: object) -> StudentFacts:
+    values: dict[str, object] = {
+        "known": True,
+        "is_student": True,
+        "district_id": "D",
+        "school_ids": frozenset(schools),
+    }
+    values.update(kw)
+    return StudentFacts("s1", **values)  # type: ignore[arg-type]
+
+
+def run(
+    facts: StudentFacts, assignments: list[Assignment], active: ActiveAlert | None = None
+) -> Action | None:
+    decisions = decide({"s1": facts}, assignments, CATALOG, {"s1": active} if active else {})
+    return decisions[0].action if decisions else None
+
+
+def active_for(
+    facts: StudentFacts, assignments: list[Assignment], status: str = "open"
+) -> ActiveAlert:
+    conflict = conflict_of(facts, programs_of(facts, assignments), CATALOG.single_school)
+    assert conflict is not None
+    return ActiveAlert("al1", status, conflict)
+
+
+def test_programs_come_from_every_scope_with_their_sources() -> None:
+    facts = student("A", "B", section_ids=frozenset({"S"}))
+    assignments = [
+        Assignment("1", "mypath_math", "district", "D"),
+        Assignment("2", "mypath_math", "section", "S"),
+        Assignment("3", "imagine_math_facts", "student", "s1"),
+        Assignment("4", "mypath_reading", "school", "B"),
+        Assignment("5", "mypath_reading", "school", "Z"),  # not one of theirs
+        Assignment("6", "imagine_purpose", "district", "OTHER"),
+    ]
+    held = programs_of(facts, assignments)
+    assert {code: [a.id for a in sources] for code, sources in held.items()} == {
+        "imagine_math_facts": ["3"],
+        "mypath_math": ["1", "2"],
+        "mypath_reading": ["4"],
+    }
+
+
+def test_none_to_open() -> None:
+    assert run(student("A", "B"), [MATH_AT_A]) is Action.OPEN
+
+
+def test_one_school_or_no_single_school_program_never_alerts() -> None:
+    assert run(student("A"), [MATH_AT_A]) is None
+    facts = Assignment("f", "imagine_math_facts", "school", "A")
+    assert run(student("A", "B"), [facts]) is None
+
+
+def test_open_to_updated_when_schools_or_programs_change_and_quiet_otherwise() -> None:
+    before = student("A", "B")
+    alert = active_for(before, [MATH_AT_A])
+    assert run(before, [MATH_AT_A], alert) is None  # same conflict: nothing
+    assert run(student("A", "B", "C"), [MATH_AT_A], alert) is Action.UPDATE
+    more = [MATH_AT_A, Assignment("as2", "mypath_math", "school", "B")]
+    assert run(before, more, alert) is Action.UPDATE  # a new source of the program
+
+
+def test_open_to_resolved_when_a_school_is_dropped() -> None:
+    alert = active_for(student("A", "B"), [MATH_AT_A])
+    assert run(student("A"), [MATH_AT_A], alert) is Action.RESOLVE
+
+
+def test_resolved_then_a_new_conflict_opens_a_new_alert() -> None:
+    # A resolved alert is not active: the rule sees no alert and opens one.
+    assert run(student("A", "C"), [MATH_AT_A], None) is Action.OPEN
+
+
+def test_acknowledged_to_resolved_and_updates_keep_it_acknowledged() -> None:
+    alert = active_for(student("A", "B"), [MATH_AT_A], status="acknowledged")
+    assert run(student("A"), [MATH_AT_A], alert) is Action.RESOLVE
+    decisions = decide({"s1": student("A", "B", "C")}, [MATH_AT_A], CATALOG, {"s1": alert})
+    assert decisions[0].action is Action.UPDATE and decisions[0].active is alert
+
+
+def test_deleted_student_resolves() -> None:
+    alert = active_for(student("A", "B"), [MATH_AT_A])
+    assert run(student("A", "B", deleted=True), [MATH_AT_A], alert) is Action.RESOLVE
+    assert run(student("A", "B", deleted=True), [MATH_AT_A]) is None
+
+
+def test_program_removed_resolves() -> None:
+    alert = active_for(student("A", "B"), [MATH_AT_A])
+    assert run(student("A", "B"), [], alert) is Action.RESOLVE
+
+
+def test_placeholder_and_non_students_are_never_in_conflict() -> None:
+    placeholder = StudentFacts("s1", known=False, school_ids=frozenset({"A", "B"}))
+    assert run(placeholder, [Assignment("x", "mypath_math", "student", "s1")]) is None
+    teacher = student("A", "B", is_student=False)
+    assert run(teacher, [MATH_AT_A]) is None
+
+
+def test_transition_table() -> None:
+    c1 = Conflict(("A", "B"), (("mypath_math", (MATH_AT_A,)),))
+    c2 = Conflict(("A", "C"), (("mypath_math", (MATH_AT_A,)),))
+    alert = ActiveAlert("al", "open", c1)
+    assert transition(None, None) is None
+    assert transition(None, c1) is Action.OPEN
+    assert transition(alert, c1) is None
+    assert transition(alert, c2) is Action.UPDATE
+    assert transition(alert, None) is Action.RESOLVE
+
+
+schools = st.frozensets(st.sampled_from("ABCD"), max_size=4)
+
+
+@given(history=st.lists(st.tuples(schools, st.booleans(), st.booleans()), max_size=30))
+def test_any_history_keeps_one_alert_exactly_while_in_conflict(
+    history: list[tuple[frozenset[str], bool, bool]],
+) -> None:
+    """Feeding the decisions back as the stored alert, over any history of schools, assignment
+    and deletion: an alert is active exactly while the student is in conflict, opened only when
+    none is, updated only when the conflict changed."""
+    active: ActiveAlert | None = None
+    for school_ids, assigned, deleted in history:
+        facts = student(*school_ids, deleted=deleted)
+        assignments = [MATH_AT_A] if assigned else []
+        actions = [
+            d.action
+            for d in decide({"s1": facts}, assignments, CATALOG, {"s1": active} if active else {})
+        ]
+        conflict = conflict_of(facts, programs_of(facts, assignments), CATALOG.single_school)
+        assert (conflict is not None) == (
+            assigned and not deleted and "A" in school_ids and len(school_ids) >= 2
+        )
+        if conflict is None:
+            assert actions == ([Action.RESOLVE] if active else [])
+            active = None
+        else:
+            if active is None:
+                assert actions == [Action.OPEN]
+            else:
+                assert actions == ([Action.UPDATE] if active.conflict != conflict else [])
+            active = ActiveAlert("al", "open", conflict)
