@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -26,10 +26,10 @@ def _settings() -> Settings:
     return settings
 
 
-def _run(coro: object) -> None:
+def _run(coro: object) -> Any:
     import uvloop
 
-    uvloop.run(coro)  # type: ignore[arg-type]
+    return uvloop.run(coro)  # type: ignore[arg-type]
 
 
 @app.command()
@@ -156,6 +156,91 @@ def redrive(
         )
 
     _run(go())
+
+
+assignments_app = typer.Typer(
+    no_args_is_help=True,
+    help="Program assignments: the same operations as /v1/program-assignments.",
+)
+app.add_typer(assignments_app, name="assignments")
+
+
+def _with_connection(settings: Settings, work: Any, *, commit: bool = False) -> Any:
+    """Runs `work(connection)` in one unit of work (committed if asked) and returns its result."""
+    from service.db.engine import database_url, make_engine
+    from service.db.uow import UnitOfWork
+
+    async def go() -> Any:
+        engine = make_engine(database_url(settings), pool_size=1)
+        try:
+            async with UnitOfWork(engine) as uow:
+                result = await work(uow.connection)
+                if commit:
+                    await uow.commit()
+                return result
+        finally:
+            await engine.dispose()
+
+    return _run(go())
+
+
+@app.command()
+def programs() -> None:
+    """List the program catalog (code, single-school flag, name)."""
+    from service.programs import store
+
+    for row in _with_connection(_settings(), store.catalog_rows):
+        flag = "single-school" if row["single_school"] else "-"
+        typer.echo(f"{row['code']:<28} {flag:<14} {row['name']}")
+
+
+@assignments_app.command("list")
+def assignments_list() -> None:
+    """List every program assignment."""
+    from service.programs import assignments
+
+    for a in _with_connection(_settings(), assignments.list_assignments):
+        typer.echo(f"{a['id']}  {a['program']:<28} {a['scope']:<8} {a['scope_id']}")
+
+
+@assignments_app.command("add")
+def assignments_add(
+    program: Annotated[str, typer.Argument(help="A program code (see `roster programs`)")],
+    scope: Annotated[str, typer.Argument(help="district, school, section or student")],
+    scope_id: Annotated[str, typer.Argument(help="The Clever id of the scope")],
+) -> None:
+    """Assign a program; re-checks every student in the scope (idempotent)."""
+    from service.programs import assignments
+
+    async def add(conn: Any) -> Any:
+        return await assignments.add_assignment(conn, program, scope, scope_id)
+
+    try:
+        result = _with_connection(_settings(), add, commit=True)
+    except ValueError as exc:  # unknown program or scope
+        typer.echo(f"roster assignments: {exc}", err=True)
+        raise typer.Exit(2) from None
+    a = result.assignment
+    verb = "created" if result.created else "exists"
+    typer.echo(
+        f"{verb} {a['id']}  {a['program']} {a['scope']} {a['scope_id']} "
+        f"({len(result.decisions)} alert changes)"
+    )
+
+
+@assignments_app.command("remove")
+def assignments_remove(assignment_id: str) -> None:
+    """Remove an assignment; re-checks every student in its scope."""
+    from service.programs import assignments
+
+    async def remove(conn: Any) -> Any:
+        return await assignments.remove_assignment(conn, assignment_id)
+
+    steps = _with_connection(_settings(), remove, commit=True)
+    if steps is None:
+        typer.echo(f"roster assignments: no assignment {assignment_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"removed {assignment_id} ({len(steps)} alert changes)")
 
 
 def main() -> None:
