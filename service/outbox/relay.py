@@ -118,7 +118,7 @@ class Relay:
                 self._wake.clear()  # a NOTIFY from here on triggers another round
                 published = await self.relay_once()
                 if time.monotonic() >= next_housekeeping:
-                    await self._housekeeping()
+                    await self.housekeeping()
                     next_housekeeping = time.monotonic() + self.housekeeping_seconds
                 delay = 0.1
             except Exception as exc:
@@ -139,7 +139,7 @@ class Relay:
         await self._drop_listener()
         log.info("relay stopped", extra={"published": self.published})
 
-    async def _housekeeping(self) -> None:
+    async def housekeeping(self) -> None:
         async with UnitOfWork(self.engine) as uow:
             pruned = await store.prune(uow.connection, self.retention_seconds)
             BACKLOG.set(await store.backlog(uow.connection))

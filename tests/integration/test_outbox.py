@@ -12,6 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,6 +20,8 @@ from consumers.roster import RosterApplier
 from consumers.runner import ConsumerRunner
 from schemas.roster_changes import CHANGE_TYPES, CHANGES_SOURCE, CHANGES_TOPIC
 from service.db.uow import UnitOfWork
+from service.kafka.config import producer_options
+from service.outbox.relay import Relay
 from service.paths import project_root
 from tests.support.changes import Received, read_cloudevents
 from tests.support.district import generate, oracle
@@ -224,3 +227,31 @@ async def test_two_relays_at_once_publish_each_row_once_in_order(
         assert len(messages) == len(rows)
         assert {m.id for m in messages} == {f"{r['message_key']}.{r['sequence']}" for r in rows}
         check_sequences(messages)
+
+
+async def test_sent_rows_are_pruned_after_retention_and_unsent_rows_never(
+    services: Services, engine: AsyncEngine
+) -> None:
+    sent_district = generate(Factory(), students=10, sections=2, changes=5)
+    async with UnitOfWork(engine) as uow:
+        await RosterApplier(NoDeadLetters()).handle(uow, as_records(sent_district.events))
+        await uow.commit()
+    async with running_relay(services, engine):
+        await wait_sent(engine, sent_district.id)
+    pending_district = generate(Factory(), students=10, sections=2, changes=5)
+    async with UnitOfWork(engine) as uow:  # committed, but no relay runs: stays unsent
+        await RosterApplier(NoDeadLetters()).handle(uow, as_records(pending_district.events))
+        await uow.commit()
+    pending = await outbox_rows(engine, pending_district.id)
+    assert pending and all(r["sent_at"] is None for r in pending)
+
+    producer = AIOKafkaProducer(**producer_options(services.kafka_bootstrap))
+    keeping = Relay(engine, producer, retention_seconds=3600)
+    await keeping.housekeeping()
+    assert await outbox_rows(engine, sent_district.id)  # within retention: kept
+    pruning = Relay(engine, producer, retention_seconds=0)
+    await pruning.housekeeping()
+    assert await outbox_rows(engine, sent_district.id) == []
+    assert await outbox_rows(engine, pending_district.id) == pending
+    async with running_relay(services, engine):  # leave nothing pending for other tests
+        await wait_sent(engine, pending_district.id)
