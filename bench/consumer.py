@@ -158,6 +158,7 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=50_000)
     parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--consumers", type=int, default=1, help="consumer processes (one group)")
     args = parser.parse_args()
     factory = Factory(seed=7)
 
@@ -173,14 +174,18 @@ def main() -> None:
             "ROSTER_CONSUMER_METRICS_PORT": "0",
             "ROSTER_LOG_LEVEL": "WARNING",
         }
-        consumer = subprocess.Popen(
-            [sys.executable, "-m", "service", "consume"], env=env, cwd=project_root()
-        )
+        consumers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "service", "consume"], env=env, cwd=project_root()
+            )
+            for _ in range(args.consumers)
+        ]
         try:
             ids = [e["id"] for e in backlog]
             elapsed, _ = asyncio.run(_wait_settled(services.database_url, ids))
             print(
-                f"machine: {os.cpu_count()} cores; consumer: 1 process, batches of up to "
+                f"machine: {os.cpu_count()} cores; consumer: {args.consumers} process(es) of "
+                f"{load_settings().consumer_concurrency} batches in flight, batches of up to "
                 f"{load_settings().consumer_max_batch}; broker and database on this machine\n"
             )
             print(
@@ -202,8 +207,10 @@ def main() -> None:
                 flush=True,
             )
         finally:
-            consumer.terminate()
-            consumer.wait(timeout=60)
+            for consumer in consumers:
+                consumer.terminate()
+            for consumer in consumers:
+                consumer.wait(timeout=60)
         raw = asyncio.run(_raw_upsert(services.database_url, backlog, 500))
         print(
             f"raw asyncpg executemany upsert, batches of 500  {raw:>9,.0f} rows/s   "

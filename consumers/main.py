@@ -47,7 +47,7 @@ async def run_consumer(settings: Settings) -> None:
                 "consumer metrics not served",
                 extra={"port": settings.consumer_metrics_port, "error": str(exc)},
             )
-    engine = make_engine(database_url(settings), pool_size=2)
+    engine = make_engine(database_url(settings), pool_size=settings.consumer_concurrency + 1)
     consumer = AIOKafkaConsumer(**consumer_options(bootstrap, settings.consumer_group))
     producer = AIOKafkaProducer(**producer_options(bootstrap))
     applier = RosterApplier(KafkaDeadLetters(producer))
@@ -57,6 +57,7 @@ async def run_consumer(settings: Settings) -> None:
         applier,
         topics=[CLEVER_EVENTS.name],
         max_batch=settings.consumer_max_batch,
+        concurrency=settings.consumer_concurrency,
     )
     try:
         await producer.start()

@@ -19,9 +19,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-import orjson
 from pydantic import ValidationError
 
 from consumers.dead_letters import DeadLetters
@@ -53,7 +52,7 @@ class Decoded:
     record: Record
     headers: dict[str, str]
     event: AnyEvent
-    raw_object: dict[str, Any]
+    event_json: str  # as received
 
 
 @dataclass(frozen=True)
@@ -75,24 +74,25 @@ def describe(exc: BaseException) -> str:
 def decode(record: Record) -> Decoded | Poison:
     headers = h.header_map(record.headers)
     try:
-        document = orjson.loads(record.value or b"")
-        event = EVENT_ADAPTER.validate_python(document)
-    except (orjson.JSONDecodeError, ValidationError, TypeError) as exc:
+        event = EVENT_ADAPTER.validate_json(record.value or b"")
+        event_json = (record.value or b"").decode("utf-8")
+    except (ValidationError, UnicodeDecodeError) as exc:
         message = f"not a valid Clever event: {type(exc).__name__}"
         if isinstance(exc, ValidationError):
             first = exc.errors(include_input=False)[0]
             message += f" at {'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
         return Poison(record, headers, headers.get(h.EVENT_ID), message)
-    return Decoded(record, headers, event, document["data"]["object"])
+    return Decoded(record, headers, event, event_json)
 
 
 class RosterApplier:
     def __init__(self, dead_letters: DeadLetters, *, attempts: int = 2) -> None:
         self.dead_letters = dead_letters
         self.attempts = attempts
-        self._pending: tuple[list[dict[str, Any]], int] = ([], 0)
 
-    async def handle(self, uow: UnitOfWork, records: Sequence[Record]) -> None:
+    async def handle(
+        self, uow: UnitOfWork, records: Sequence[Record]
+    ) -> tuple[list[dict[str, Any]], int]:
         decoded = [decode(r) for r in records]
         poison = [d for d in decoded if isinstance(d, Poison)]
         good = [d for d in decoded if isinstance(d, Decoded)]
@@ -123,11 +123,10 @@ class RosterApplier:
             rows += [_dead_row(p) for p in poison if p.event_id]
         await store.record_outcomes(conn, rows)
         # Counted once the runner reports the commit (a rolled-back batch is applied again).
-        self._pending = (rows, len(good) - len(todo))
+        return rows, len(good) - len(todo)
 
-    def committed(self) -> None:
-        rows, skipped = self._pending
-        self._pending = ([], 0)
+    def committed(self, result: object) -> None:
+        rows, skipped = cast("tuple[list[dict[str, Any]], int]", result)
         now = datetime.now(UTC)
         for row in rows:
             APPLIED.labels(row["status"]).inc()
@@ -187,7 +186,7 @@ class RosterApplier:
         links: dict[str, list[tuple[str, str]]] = {}
         for (kind, record_id), write in plan.writes.items():
             event = write.payload.event
-            rows_by_kind[kind].append(record_row(event, write.payload.raw_object))
+            rows_by_kind[kind].append(record_row(event, write.payload.event_json))
             obj = event.data.object
             if isinstance(obj, Section):
                 members[record_id] = section_members(obj)

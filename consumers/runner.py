@@ -39,11 +39,12 @@ class Record(Protocol):
 
 
 class BatchHandler(Protocol):
-    async def handle(self, uow: UnitOfWork, records: Sequence[Record]) -> None:
-        """Writes the batch's effects through `uow`; never commits."""
+    async def handle(self, uow: UnitOfWork, records: Sequence[Record]) -> object:
+        """Writes the batch's effects through `uow`; never commits. Returns what `committed`
+        needs (several batches can be in flight at once)."""
 
-    def committed(self) -> None:
-        """Called once the batch's transaction has committed (metrics, follow-ups)."""
+    def committed(self, result: object) -> None:
+        """Called with `handle`'s result once that transaction has committed (metrics)."""
 
 
 # SQLSTATE classes and codes worth retrying as they are: connection lost (08), resources (53),
@@ -79,8 +80,9 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         self._runner = runner
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        # Wait for the batch in hand to reach the database, then hand over its offsets.
-        async with self._runner.batch_lock:
+        # Wait for the batches in hand to reach the database, then hand over their offsets.
+        await self._runner.drain()
+        async with self._runner._commit_lock:
             await self._runner.commit_processed(set(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -99,6 +101,7 @@ class ConsumerRunner:
         topics: Sequence[str],
         max_batch: int,
         max_retry_delay: float = 10.0,
+        concurrency: int = 1,
     ) -> None:
         self.consumer = consumer
         self.engine = engine
@@ -106,7 +109,9 @@ class ConsumerRunner:
         self.topics = list(topics)
         self.max_batch = max_batch
         self.max_retry_delay = max_retry_delay
-        self.batch_lock = asyncio.Lock()
+        self.concurrency = max(1, concurrency)
+        self._inflight: dict[asyncio.Task[None], set[TopicPartition]] = {}
+        self._commit_lock = asyncio.Lock()
         self._processed: dict[TopicPartition, int] = {}  # next offset to read, DB-committed
         self.batches = 0
         self.records = 0
@@ -131,9 +136,9 @@ class ConsumerRunner:
         while True:
             try:
                 async with UnitOfWork(self.engine) as uow:
-                    await self.handler.handle(uow, records)
+                    result = await self.handler.handle(uow, records)
                     await uow.commit()
-                self.handler.committed()
+                self.handler.committed(result)
                 return
             except Exception as exc:
                 if not is_transient(exc):
@@ -153,27 +158,71 @@ class ConsumerRunner:
                 delay = min(delay * 2, self.max_retry_delay)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Fetches and applies batches until `stop`. Up to `concurrency` batches are in flight
+        at once, each on partitions no other in-flight batch holds (so on districts no other
+        holds: the key of every inbound topic). While one batch waits on the database the next
+        is fetched and decoded, overlapping this process's work with the database's."""
         self.consumer.subscribe(self.topics, listener=_CommitOnRevoke(self))
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
-                batch = await self._next_batch(stopping)
+                if len(self._inflight) >= self.concurrency:
+                    await self._reap(block=True)
+                    continue
+                busy = {tp for partitions in self._inflight.values() for tp in partitions}
+                assigned = self.consumer.assignment()
+                free = [tp for tp in assigned if tp not in busy]
+                if busy and not free:
+                    await self._reap(block=True)
+                    continue
+                batch = await self._next_batch(stopping, free if busy else [])
                 if batch is None:
                     break
                 if batch:
-                    await self._process(batch, stop)
+                    task = asyncio.create_task(self._process(batch, stop))
+                    self._inflight[task] = set(batch)
+                await self._reap(block=False)
         finally:
             stopping.cancel()
+            await self.drain()
         log.info("consumer drained", extra={"batches": self.batches, "records": self.records})
 
+    async def drain(self) -> None:
+        """Waits for every batch in flight (each commits its offsets as it finishes), then
+        raises the first failure among them, if any."""
+        failure: BaseException | None = None
+        while self._inflight:
+            try:
+                await self._reap(block=True)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    async def _reap(self, *, block: bool) -> None:
+        """Forgets finished batches; a handler's non-transient failure is raised (it stops the
+        consumer, whose uncommitted batches are then read again by the next one)."""
+        if not self._inflight:
+            return
+        if block:
+            await asyncio.wait(set(self._inflight), return_when=asyncio.FIRST_COMPLETED)
+        failure: BaseException | None = None
+        for task in [t for t in self._inflight if t.done()]:
+            del self._inflight[task]
+            if task.exception() is not None:
+                failure = failure or task.exception()
+        if failure is not None:
+            raise failure
+
     async def _next_batch(
-        self, stopping: asyncio.Future[Any]
+        self, stopping: asyncio.Future[Any], partitions: Sequence[TopicPartition]
     ) -> dict[TopicPartition, list[Record]] | None:
-        """The next batch, or None once a stop is asked for. aiokafka's getmany can wait without
-        end (joining a group whose coordinator is gone), so it races the stop request; a fetch
-        given up this way returns no records, which are simply read again later."""
+        """The next batch (from `partitions` only, if given), or None once a stop is asked for.
+        aiokafka's getmany can wait without end (joining a group whose coordinator is gone), so
+        it races the stop request; a fetch given up this way returns no records, which are
+        simply read again later."""
         fetch = asyncio.ensure_future(
-            self.consumer.getmany(timeout_ms=250, max_records=self.max_batch)
+            self.consumer.getmany(*partitions, timeout_ms=250, max_records=self.max_batch)
         )
         await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if not fetch.done():
@@ -188,24 +237,24 @@ class ConsumerRunner:
         self, batch: dict[TopicPartition, list[Record]], stop: asyncio.Event
     ) -> None:
         """Applies a batch in one transaction, then commits its offsets."""
-        async with self.batch_lock:
-            records = [record for part in batch.values() for record in part]
-            try:
-                await self._apply(records, stop)
-            except Stopping:
-                log.warning(
-                    "stopping with a batch not applied; it will be read again",
-                    extra={"records": len(records)},
-                )
-                stop.set()
-                return
+        records = [record for part in batch.values() for record in part]
+        try:
+            await self._apply(records, stop)
+        except Stopping:
+            log.warning(
+                "stopping with a batch not applied; it will be read again",
+                extra={"records": len(records)},
+            )
+            stop.set()
+            return
+        async with self._commit_lock:
             for tp, part in batch.items():
                 self._processed[tp] = part[-1].offset + 1
             await self.commit_processed()
-            self.batches += 1
-            self.records += len(records)
-            BATCH_SIZE.observe(len(records))
-            await self.report_lag()
+        self.batches += 1
+        self.records += len(records)
+        BATCH_SIZE.observe(len(records))
+        await self.report_lag()
 
     async def report_lag(self) -> None:
         """Lag per assigned partition from the high-water marks fetches bring back."""

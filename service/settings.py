@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     # Consumer batching.
     consumer_group: str = "roster-consumer"
     consumer_max_batch: int = Field(2000, ge=1)
+    # Transactions a consumer runs at once on one batch (its partitions split into groups).
+    consumer_concurrency: int = Field(2, ge=1, le=16)
     # Where `roster consume` serves its /metrics (0: not served).
     consumer_metrics_port: int = Field(9101, ge=0, le=65535)
 

@@ -18,14 +18,15 @@ def record_key(event: AnyEvent) -> RecordKey:
     return (event.type.partition(".")[0], event.data.object.id)
 
 
-def record_row(event: AnyEvent, raw_object: dict[str, Any]) -> dict[str, Any]:
-    """The row of the record's table: typed columns, the full object, the version, tombstone."""
+def record_row(event: AnyEvent, event_json: str) -> dict[str, Any]:
+    """The row of the record's table: typed columns, the version, the tombstone, and in `data`
+    the event's JSON as received (the store keeps its object, with every field Clever sent)."""
     obj = event.data.object
     version = version_of(event)
     row: dict[str, Any] = {
         "id": obj.id,
         "district_id": obj.district_id,
-        "data": raw_object,
+        "data": event_json,
         "deleted": version.delete,
         "version_at": version.at,
         "version_delete": version.delete,

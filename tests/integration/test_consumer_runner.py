@@ -27,7 +27,7 @@ class Boom(Exception):
 
 
 class FailingHandler:
-    def committed(self) -> None:
+    def committed(self, result: object) -> None:
         raise AssertionError("never committed")
 
     async def handle(self, uow: UnitOfWork, records: Sequence[Record]) -> None:
@@ -94,8 +94,9 @@ async def _run_until_read(runner: ConsumerRunner, count: int) -> None:
         watcher.cancel()
 
 
+@pytest.mark.parametrize("concurrency", [1, 3])
 async def test_offsets_commit_only_after_database_commit(
-    services: Services, engine: AsyncEngine
+    services: Services, engine: AsyncEngine, concurrency: int
 ) -> None:
     topic = f"test.runner.{uuid.uuid4().hex[:8]}"
     group = f"g-{uuid.uuid4().hex[:8]}"
@@ -107,7 +108,14 @@ async def test_offsets_commit_only_after_database_commit(
     consumer = AIOKafkaConsumer(**consumer_options(services.kafka_bootstrap, group))
     await consumer.start()
     try:
-        failing = ConsumerRunner(consumer, engine, FailingHandler(), topics=[topic], max_batch=7)
+        failing = ConsumerRunner(
+            consumer,
+            engine,
+            FailingHandler(),
+            topics=[topic],
+            max_batch=7,
+            concurrency=concurrency,
+        )
         with pytest.raises(Boom):
             await _run_until(failing, None, asyncio.Event())
     finally:
@@ -122,7 +130,14 @@ async def test_offsets_commit_only_after_database_commit(
     # The same group, with a working handler, then reads everything from the start.
     consumer = AIOKafkaConsumer(**consumer_options(services.kafka_bootstrap, group))
     await consumer.start()
-    runner = ConsumerRunner(consumer, engine, EventLogRecorder(), topics=[topic], max_batch=7)
+    runner = ConsumerRunner(
+        consumer,
+        engine,
+        EventLogRecorder(),
+        topics=[topic],
+        max_batch=7,
+        concurrency=concurrency,
+    )
     try:
         await _run_until_read(runner, len(ids))
     finally:
@@ -156,7 +171,7 @@ class ConnectionKilledOnce:
         if self.attempts == 1:
             await uow.connection.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
 
-    def committed(self) -> None:
+    def committed(self, result: object) -> None:
         pass
 
 
@@ -184,3 +199,58 @@ async def test_a_transient_database_failure_retries_the_batch_without_loss(
     assert sorted(r[0] for r in found) == sorted(ids)
     committed = await _committed(services.kafka_bootstrap, topic, group)
     assert sum(v or 0 for v in committed.values()) == len(ids)
+
+
+class FailsOnPartitionZero:
+    async def handle(self, uow: UnitOfWork, records: Sequence[Record]) -> None:
+        await EventLogRecorder().handle(uow, records)
+        if any(r.partition == 0 for r in records):
+            raise Boom("partition 0 fails")
+
+    def committed(self, result: object) -> None:
+        pass
+
+
+async def test_concurrent_batches_commit_their_own_offsets_only(
+    services: Services, engine: AsyncEngine
+) -> None:
+    """With batches in flight at once, a failing batch commits nothing, and the batches that
+    committed have exactly their offsets committed."""
+    topic = f"test.groups.{uuid.uuid4().hex[:8]}"
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(services.kafka_bootstrap, (TopicSpec(topic, 3),))
+    ids = [f"evt-{uuid.uuid4().hex}" for _ in range(60)]
+    producer = AIOKafkaProducer(**producer_options(services.kafka_bootstrap))
+    await producer.start()
+    try:  # every partition gets records, whatever the keys hash to
+        for i, event_id in enumerate(ids):
+            await producer.send(
+                topic,
+                value=b"{}",
+                key=b"k",
+                partition=i % 3,
+                headers=[(h.EVENT_ID, event_id.encode()), (h.SOURCE, b"webhook")],
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(**consumer_options(services.kafka_bootstrap, group))
+    await consumer.start()
+    try:
+        runner = ConsumerRunner(
+            consumer, engine, FailsOnPartitionZero(), topics=[topic], max_batch=5, concurrency=3
+        )
+        with pytest.raises(Boom):
+            await _run_until(runner, None, asyncio.Event())
+    finally:
+        await consumer.stop()
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(event_log.c.kafka_partition).where(event_log.c.event_id.in_(ids))
+            )
+        ).all()
+    in_db = {p: sum(1 for r in rows if r[0] == p) for p in range(3)}
+    committed = await _committed(services.kafka_bootstrap, topic, group)
+    assert committed[0] is None and in_db[0] == 0
+    assert {p: committed[p] or 0 for p in (1, 2)} == {1: in_db[1], 2: in_db[2]}

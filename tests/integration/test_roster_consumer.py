@@ -116,6 +116,14 @@ async def test_webhook_to_roster_end_to_end_then_redelivery_and_replay_change_no
             u for s, r, u in expected.members if s == section and r == "student"
         )
         assert answer["deleted"] == expected.records[("sections", section)][1]
+    # Each record keeps the winning event's object as Clever sent it (every field).
+    by_id = {e["id"]: e for e in district.events}
+    async with engine.connect() as conn:
+        for kind, rid in [("users", district.students[0]), ("sections", district.sections[0])]:
+            stored = await conn.scalar(
+                select(RECORD_TABLES[kind].c.data).where(RECORD_TABLES[kind].c.id == rid)
+            )
+            assert stored == by_id[expected.records[(kind, rid)][0]]["data"]["object"]
     one = (await api.client.get(f"/v1/events/{district.events[0]['id']}", headers=ADMIN)).json()
     assert one["status"] == "applied" and one["applied_at"] is not None
 

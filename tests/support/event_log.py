@@ -38,7 +38,7 @@ def log_rows(records: Sequence[Record]) -> list[dict[str, object]]:
 
 
 class EventLogRecorder:
-    def committed(self) -> None:
+    def committed(self, result: object) -> None:
         pass
 
     async def handle(self, uow: UnitOfWork, records: Sequence[Record]) -> None:
