@@ -188,9 +188,9 @@ class RosterApplier:
             event = write.payload.event
             rows_by_kind[kind].append(record_row(event, write.payload.event_json))
             obj = event.data.object
-            if isinstance(obj, Section):
+            if type(obj) is Section:
                 members[record_id] = section_members(obj)
-            elif isinstance(obj, User):
+            elif type(obj) is User:
                 links[record_id] = user_school_links(obj)
         # The single-school rule, per applied event in order, against the roster as it was.
         await check_batch(

@@ -49,9 +49,9 @@ def record_changes(event: AnyEvent, previous_students: Iterable[str] = ()) -> li
         "deleted": version.delete,
         "last_modified": version.at.isoformat(),
     }
-    if isinstance(obj, User):
+    if type(obj) is User:
         return _user_changes(obj, base, version.delete)
-    if isinstance(obj, Section):
+    if type(obj) is Section:
         members = section_members(obj)
         section = _change(
             "section",
@@ -68,7 +68,7 @@ def record_changes(event: AnyEvent, previous_students: Iterable[str] = ()) -> li
         )
         now = set() if version.delete else set(obj.students)
         return [section, *enrollment_changes(event, obj, set(previous_students), now)]
-    if isinstance(obj, School):
+    if type(obj) is School:
         data = base | {"id": obj.id, "name": obj.name, "sis_id": obj.sis_id}
         return [_change("school", version.delete, obj.district_id, data)]
     return []

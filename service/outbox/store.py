@@ -7,7 +7,6 @@ relay's commits the `sent_at` marks together with releasing its shards.
 from __future__ import annotations
 
 import zlib
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,7 +34,10 @@ async def append(conn: AsyncConnection, messages: Sequence[Outgoing]) -> None:
     """
     if not messages:
         return
-    counts = Counter((m.topic, m.key) for m in messages)
+    counts: dict[tuple[str, str], int] = {}
+    for m in messages:
+        stream = (m.topic, m.key)
+        counts[stream] = counts.get(stream, 0) + 1
     streams = sorted(counts)  # a fixed lock order
     result = await conn.execute(
         text(

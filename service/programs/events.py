@@ -18,7 +18,7 @@ def change_of(event: AnyEvent) -> Change | None:
     """What an applied event changes for the rule; None for courses, terms and resources."""
     obj = event.data.object
     deleted = version_of(event).delete
-    if isinstance(obj, User):
+    if type(obj) is User:
         student = obj.roles.student
         person = Person(
             known=True,
@@ -31,11 +31,11 @@ def change_of(event: AnyEvent) -> Change | None:
             name=(obj.name.first, obj.name.middle, obj.name.last),
         )
         return UserChange(event.id, obj.id, person)
-    if isinstance(obj, Section):
+    if type(obj) is Section:
         state = SectionState(obj.school, deleted, frozenset(obj.students))
         return SectionChange(event.id, obj.id, state)
-    if isinstance(obj, School):
+    if type(obj) is School:
         return FlagChange(event.id, "schools", obj.id, deleted)
-    if isinstance(obj, District):
+    if type(obj) is District:
         return FlagChange(event.id, "districts", obj.id, deleted)
     return None

@@ -18,6 +18,10 @@ def record_key(event: AnyEvent) -> RecordKey:
     return (event.type.partition(".")[0], event.data.object.id)
 
 
+# `type(obj) is X` rather than isinstance: pydantic's model metaclass is an ABCMeta, whose
+# isinstance checks cost several percent of the consumer's time on these hot paths.
+
+
 def record_row(event: AnyEvent, event_json: str) -> dict[str, Any]:
     """The row of the record's table: typed columns, the version, the tombstone, and in `data`
     the event's JSON as received (the store keeps its object, with every field Clever sent)."""
@@ -32,7 +36,7 @@ def record_row(event: AnyEvent, event_json: str) -> dict[str, Any]:
         "version_delete": version.delete,
         "version_event": version.event_id,
     }
-    if isinstance(obj, User):
+    if type(obj) is User:
         student = obj.roles.student
         row |= {
             "sis_id": student.sis_id if student else None,
@@ -47,9 +51,9 @@ def record_row(event: AnyEvent, event_json: str) -> dict[str, Any]:
                 if getattr(obj.roles, role) is not None
             ),
         }
-    elif isinstance(obj, Section):
+    elif type(obj) is Section:
         row |= {"school_id": obj.school, "name": obj.name}
-    elif isinstance(obj, School):
+    elif type(obj) is School:
         row["name"] = obj.name
     return row
 
