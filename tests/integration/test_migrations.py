@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import inspect, select
 
@@ -76,3 +77,31 @@ def test_migrate_from_empty_round_trip_and_downgrade(services: Services) -> None
         assert asyncio.run(_tables(url)) == ["alembic_version"]
     finally:
         drop_database(services.database_url, "roster_migration_test")
+
+
+async def _schema_differences(url: str) -> list[Any]:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from service.db.tables import metadata
+
+    engine = make_engine(url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(
+                lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
+            )
+    finally:
+        await engine.dispose()
+
+
+def test_the_table_definitions_match_the_migrated_database(services: Services) -> None:
+    """`service/db/tables.py` (what the code queries) and the Alembic revisions (what the
+    database has) must not drift apart."""
+    url = create_database(services.database_url, "roster_schema_drift_test")
+    try:
+        upgrade(url)
+        differences = asyncio.run(_schema_differences(url))
+        assert differences == []
+    finally:
+        drop_database(services.database_url, "roster_schema_drift_test")
