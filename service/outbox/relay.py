@@ -139,12 +139,19 @@ class Relay:
         await self._drop_listener()
         log.info("relay stopped", extra={"published": self.published})
 
-    async def housekeeping(self) -> None:
-        async with UnitOfWork(self.engine) as uow:
-            pruned = await store.prune(uow.connection, self.retention_seconds)
-            BACKLOG.set(await store.backlog(uow.connection))
-            await uow.commit()
-        PRUNED.inc(pruned)
+    async def housekeeping(self, *, max_rounds: int = 20) -> None:
+        """Prunes rows sent longer ago than the retention period, oldest first, in bounded
+        transactions (up to `max_rounds` of 10,000 rows, enough to follow the outbox at tens of
+        thousands of rows a second), and samples the backlog."""
+        for _ in range(max_rounds):
+            async with UnitOfWork(self.engine) as uow:
+                pruned = await store.prune(uow.connection, self.retention_seconds)
+                await uow.commit()
+            PRUNED.inc(pruned)
+            if pruned < 10_000:
+                break
+        async with self.engine.connect() as conn:
+            BACKLOG.set(await store.backlog(conn))
 
     async def _ensure_listener(self) -> None:
         """A connection kept LISTENing for writers' NOTIFY; re-opened after any failure."""

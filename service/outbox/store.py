@@ -146,6 +146,7 @@ async def prune(conn: AsyncConnection, retention_seconds: int, limit: int = 10_0
                 SELECT id FROM outbox
                  WHERE sent_at IS NOT NULL
                    AND sent_at < now() - make_interval(secs => :retention)
+                 ORDER BY sent_at
                  LIMIT :limit)
             """
         ),
