@@ -63,6 +63,18 @@ class AlertList(BaseModel):
     items: list[AlertOut]
 
 
+class AlertEvent(BaseModel):
+    action: Literal["opened", "updated", "acknowledged", "resolved"]
+    at: str
+    trigger_event_id: str
+    school_ids: list[str]
+    programs: list[str]
+
+
+class AlertWithHistory(AlertOut):
+    history: list[AlertEvent]
+
+
 def _engine(request: Request) -> AsyncEngine:
     engine: AsyncEngine = request.app.state.engine
     return engine
@@ -176,6 +188,42 @@ async def list_alerts(
             params,
         )
         return AlertList(items=[_alert(r) for r in rows])
+
+
+@router.get(
+    "/alerts/{alert_id}",
+    response_model=AlertWithHistory,
+    responses={**_AUTH, 404: {"description": "Unknown alert"}},
+)
+async def get_alert(alert_id: str, request: Request) -> AlertWithHistory:
+    """One alert with its history, oldest first."""
+    async with _engine(request).connect() as conn:
+        row = (
+            await conn.execute(
+                text(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = :id"),
+                {"id": alert_id},
+            )
+        ).first()
+        if row is None:
+            raise HTTPException(status_code=404, detail="unknown alert")
+        history = await conn.execute(
+            text(
+                "SELECT action, at, trigger_event_id, school_ids, programs FROM alert_history "
+                "WHERE alert_id = :id ORDER BY id"
+            ),
+            {"id": alert_id},
+        )
+        events = [
+            AlertEvent(
+                action=h.action,
+                at=h.at.isoformat(),
+                trigger_event_id=h.trigger_event_id,
+                school_ids=list(h.school_ids),
+                programs=list(h.programs),
+            )
+            for h in history
+        ]
+    return AlertWithHistory(**_alert(row).model_dump(), history=events)
 
 
 @router.post(

@@ -200,6 +200,18 @@ async def test_the_single_school_scenario_end_to_end(
         ).status_code == 404
         statuses = [x["status"] for x in await s.alerts(sid)]
         assert statuses == ["resolved", "resolved"]
+        one = (await api.client.get(f"/v1/alerts/{first['id']}", headers=ADMIN)).json()
+        assert [(h["action"], len(h["school_ids"])) for h in one["history"]] == [
+            ("opened", 2),
+            ("updated", 3),
+            ("updated", 2),
+            ("resolved", 2),
+        ]
+        assert one["history"][0]["trigger_event_id"] == join_b["id"]
+        two = (await api.client.get(f"/v1/alerts/{second['id']}", headers=ADMIN)).json()
+        assert [h["action"] for h in two["history"]] == ["opened", "acknowledged", "resolved"]
+        assert two["history"][-1]["trigger_event_id"] == f"assignment:{assignment}"
+        assert (await api.client.get("/v1/alerts/nope", headers=ADMIN)).status_code == 404
         assert await s.alerts(bystander["id"]) == []  # a program without the rule never alerts
         by_district = await api.client.get(
             "/v1/alerts", params={"district_id": s.district, "status": "resolved"}, headers=ADMIN

@@ -12,6 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -35,7 +36,7 @@ from tests.support.pipeline import (
     settled,
     topic_size,
 )
-from tests.support.services import Services
+from tests.support.services import Services, start_kafka, stop_kafka
 
 
 async def outbox_rows(engine: AsyncEngine, district_id: str) -> list[dict[str, Any]]:
@@ -255,3 +256,28 @@ async def test_sent_rows_are_pruned_after_retention_and_unsent_rows_never(
     assert await outbox_rows(engine, pending_district.id) == pending
     async with running_relay(services, engine):  # leave nothing pending for other tests
         await wait_sent(engine, pending_district.id)
+
+
+async def test_a_broker_outage_holds_the_outbox_and_loses_nothing(
+    services: Services, engine: AsyncEngine
+) -> None:
+    if services.local_kafka is None:
+        pytest.skip("stopping the broker needs the project's own broker")
+    district = generate(Factory(), students=10, sections=3, changes=20)
+    async with running_relay(services, engine):
+        await asyncio.to_thread(stop_kafka, services)
+        try:
+            async with UnitOfWork(engine) as uow:  # committed while the broker is down
+                await RosterApplier(NoDeadLetters()).handle(uow, as_records(district.events))
+                await uow.commit()
+            await asyncio.sleep(3)
+            rows = await outbox_rows(engine, district.id)
+            assert rows and all(r["sent_at"] is None for r in rows)  # held, not marked sent
+        finally:
+            await asyncio.to_thread(start_kafka, services)
+        await wait_sent(engine, district.id, timeout=90)
+    messages = await read_cloudevents(services.kafka_bootstrap, CHANGES_TOPIC, district.id)
+    assert {m.id for m in messages} == {f"{r['message_key']}.{r['sequence']}" for r in rows}
+    copies: dict[str, dict[str, Any]] = {}
+    for m in messages:  # a re-sent copy (the producer's own retry) is the same message
+        assert copies.setdefault(m.id, m.data) == m.data
