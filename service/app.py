@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import health
 from service.db.engine import database_url, make_engine
@@ -21,6 +23,54 @@ from service.roster import routes as roster_routes
 from service.settings import Settings
 from service.webhooks import routes as webhook_routes
 from service.webhooks.ingest import Ingestor
+
+log = logging.getLogger(__name__)
+
+
+class RosterApp(FastAPI):
+    """FastAPI, with the webhook door dispatched before the framework's middleware stack.
+
+    The door is the hot path (thousands of requests a second) and uses nothing of the stack:
+    no dependencies, no request object, its own error answers. Going around it saves about a
+    fifth of each request's cost. It keeps the request metrics, and an unexpected error still
+    gets a 500 (and is logged) as the stack would give it.
+    """
+
+    webhook: ASGIApp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] == webhook_routes.PATH
+            and scope["method"] == "POST"
+        ):
+            scope["app"] = self
+            await _guarded(self.webhook, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+async def _guarded(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    started = False
+
+    async def tracking_send(message: Message) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, receive, tracking_send)
+    except Exception:
+        log.exception("webhook request failed")
+        if not started:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b'{"error":"internal_error"}'})
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -43,11 +93,19 @@ def create_app(settings: Settings) -> FastAPI:
             await app.state.kafka.stop()
             await app.state.engine.dispose()
 
-    app = FastAPI(title="roster-sync", version="0.1.0", lifespan=lifespan)
-    app.add_middleware(RequestMetrics)
-    app.router.routes.append(
-        Route(webhook_routes.PATH, webhook_routes.CleverWebhook(), methods=["POST"])
+    # FastAPI's native OpenTelemetry is off: nothing here configures an SDK, and its per-request
+    # check of the global providers costs a few percent of the webhook door's time.
+    app = RosterApp(
+        title="roster-sync",
+        version="0.1.0",
+        lifespan=lifespan,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    app.add_middleware(RequestMetrics)
+    door = webhook_routes.CleverWebhook()
+    app.webhook = RequestMetrics(door)
+    # Still a route: other methods get 405 from the router, and the OpenAPI entry is added below.
+    app.router.routes.append(Route(webhook_routes.PATH, door, methods=["POST"]))
     app.include_router(health.router)
     app.include_router(events_routes.router)
     app.include_router(roster_routes.router)

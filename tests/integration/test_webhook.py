@@ -523,3 +523,25 @@ async def test_logs_carry_ids_never_secrets_or_personal_data(
         forged["webhook-signature"],
     ):
         assert secret not in text
+
+
+async def test_an_unexpected_failure_is_a_500_and_the_next_request_is_served(api: Api) -> None:
+    class Broken:
+        async def ingest(self, *_: object) -> None:
+            raise RuntimeError("a bug")
+
+    body = encode(Factory().event("users.updated"))
+    working = api.app.state.ingestor
+    api.app.state.ingestor = Broken()
+    try:
+        response = await api.client.post(
+            "/webhooks/clever", content=body, headers=signed_headers(body)
+        )
+    finally:
+        api.app.state.ingestor = working
+    assert response.status_code == 500 and response.json() == {"error": "internal_error"}
+    retried = await api.client.post("/webhooks/clever", content=body, headers=signed_headers(body))
+    assert retried.status_code == 202
+    assert (await api.client.get("/webhooks/clever")).status_code == 405
+    text = (await api.client.get("/metrics")).text
+    assert 'roster_http_requests_total{method="POST",route="/webhooks/clever",status="500"}' in text
