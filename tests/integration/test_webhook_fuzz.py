@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from tests.integration.conftest import Api
 from tests.support.factory import Factory, page
@@ -116,10 +117,24 @@ def _fuzz(base: str) -> None:
         signed_bytes()
 
 
+def _server_errors() -> float:
+    """5xx answers counted so far in this process (other tests may have caused some on purpose),
+    503 excepted: that is the door's answer to an unavailable dependency, not an error."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "roster_http_requests"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+        and sample.labels["status"].startswith("5")
+        and sample.labels["status"] != "503"
+    )
+
+
 async def test_no_5xx_for_any_input(api: Api) -> None:
+    before = _server_errors()
     await asyncio.to_thread(_fuzz, api.base)
-    text = (await api.client.get("/metrics")).text
-    assert 'status="500"' not in text
+    assert _server_errors() == before
 
 
 async def test_openapi_documents_the_webhook(api: Api) -> None:
