@@ -224,7 +224,7 @@ def assignments_add(
     verb = "created" if result.created else "exists"
     typer.echo(
         f"{verb} {a['id']}  {a['program']} {a['scope']} {a['scope_id']} "
-        f"({len(result.decisions)} alert changes)"
+        f"({result.rechecked} students re-checked, {len(result.decisions)} alert changes)"
     )
 
 

@@ -36,7 +36,8 @@ class AlertResolved(ValueError):
 class AssignmentResult:
     assignment: dict[str, Any]
     created: bool
-    decisions: list[Step]
+    decisions: list[Step]  # the alert transitions the change caused
+    rechecked: int = 0  # students in the assignment's scope
 
 
 _COLUMNS = "id, program, scope, scope_id, created_at"
@@ -87,8 +88,9 @@ async def add_assignment(
             )
         ).one()
         return AssignmentResult(assignment_json(existing), False, [])
-    decisions = await _recheck_scope(conn, scope, scope_id, f"assignment:{inserted.id}")
-    return AssignmentResult(assignment_json(inserted), True, decisions)
+    students = await store.students_in_scope(conn, scope, scope_id)
+    decisions = await check_students(conn, students, f"assignment:{inserted.id}")
+    return AssignmentResult(assignment_json(inserted), True, decisions, len(set(students)))
 
 
 async def remove_assignment(conn: AsyncConnection, assignment_id: str) -> list[Step] | None:

@@ -39,7 +39,8 @@ class AssignmentOut(BaseModel):
     scope: str
     scope_id: str
     created_at: str
-    students_rechecked: int | None = None
+    students_rechecked: int | None = Field(None, description="Students in the scope, re-checked")
+    alert_changes: int | None = Field(None, description="Alerts opened, updated or resolved")
 
 
 class AlertOut(BaseModel):
@@ -105,9 +106,15 @@ async def create_assignment(body: AssignmentIn, request: Request) -> Any:
         except assignments.UnknownProgram as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
         await uow.commit()
-    out = AssignmentOut(**result.assignment, students_rechecked=len(result.decisions))
+    out = AssignmentOut(
+        **result.assignment,
+        students_rechecked=result.rechecked,
+        alert_changes=len(result.decisions),
+    )
     if not result.created:
-        return JSONResponse(out.model_dump(exclude={"students_rechecked"}), status_code=200)
+        return JSONResponse(
+            out.model_dump(exclude={"students_rechecked", "alert_changes"}), status_code=200
+        )
     return out
 
 
