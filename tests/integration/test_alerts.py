@@ -137,7 +137,7 @@ async def test_the_single_school_scenario_end_to_end(
         body = {"program": "mypath_math", "scope": "school", "scope_id": a}
         created = await api.client.post("/v1/program-assignments", json=body, headers=ADMIN)
         assert created.status_code == 201
-        # The school's one student (bystander: B and C only) re-checked; one school, no alert.
+        # The school has one student, re-checked: one school, so no alert.
         assert created.json()["students_rechecked"] == 1 and created.json()["alert_changes"] == 0
         again = await api.client.post("/v1/program-assignments", json=body, headers=ADMIN)
         assert again.status_code == 200 and again.json()["id"] == created.json()["id"]
