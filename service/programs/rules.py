@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from service.roster.rules import student_schools
+
 SCOPES = ("district", "school", "section", "student")
 
 
@@ -191,7 +193,7 @@ class World:
             for sid in self.memberships.get(student_id, ())
             if sid in self.sections and not self.sections[sid].deleted
         }
-        schools = (p.role_schools | frozenset(live.values())) - self.deleted_schools
+        schools = student_schools(p.role_schools, live.values(), self.deleted_schools)
         return StudentFacts(
             student_id,
             known=p.known,

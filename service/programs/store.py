@@ -9,8 +9,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.programs.rules import ActiveAlert, Assignment, Catalog, Conflict, StudentFacts
-from service.roster.rules import student_schools
+from service.programs.rules import ActiveAlert, Assignment, Catalog, Conflict
 
 # Serialises assignment changes against roster batches: a batch takes it shared, an assignment
 # change exclusively. Without it, a batch could check a student against the assignments it saw
@@ -61,93 +60,6 @@ async def assignments_for(conn: AsyncConnection, scope_ids: Iterable[str]) -> li
         {"ids": ids},
     )
     return [_assignment(r) for r in rows]
-
-
-async def student_facts(
-    conn: AsyncConnection, student_ids: Sequence[str]
-) -> tuple[dict[str, StudentFacts], dict[str, dict[str, Any]], dict[str, str | None]]:
-    """Facts for the rule, the students' identity (for the alert text), and the names of the
-    schools involved. Deleted schools and sections do not count; a deleted district deletes its
-    students for the rule."""
-    ids = sorted(set(student_ids))
-    if not ids:
-        return {}, {}, {}
-    users = {
-        r.id: r
-        for r in await conn.execute(
-            text(
-                """
-                SELECT u.id, u.district_id, u.deleted OR coalesce(d.deleted, false) AS deleted,
-                       'student' = ANY(u.roles) AS is_student, u.primary_school_id, u.sis_id,
-                       u.name_first, u.name_middle, u.name_last
-                  FROM users u LEFT JOIN districts d ON d.id = u.district_id
-                 WHERE u.id = ANY(CAST(:ids AS text[]))
-                """
-            ),
-            {"ids": ids},
-        )
-    }
-    role_schools = await conn.execute(
-        text(
-            "SELECT user_id, school_id FROM user_schools "
-            "WHERE role = 'student' AND user_id = ANY(CAST(:ids AS text[]))"
-        ),
-        {"ids": ids},
-    )
-    section_rows = await conn.execute(
-        text(
-            """
-            SELECT m.user_id, s.id, s.school_id FROM section_members m
-              JOIN sections s ON s.id = m.section_id AND NOT s.deleted
-             WHERE m.role = 'student' AND m.user_id = ANY(CAST(:ids AS text[]))
-            """
-        ),
-        {"ids": ids},
-    )
-    by_role: dict[str, set[str]] = {i: set() for i in ids}
-    by_section: dict[str, set[str]] = {i: set() for i in ids}
-    sections: dict[str, set[str]] = {i: set() for i in ids}
-    for user_id, school_id in role_schools:
-        by_role[user_id].add(school_id)
-    for user_id, section_id, school_id in section_rows:
-        sections[user_id].add(section_id)
-        by_section[user_id].add(school_id)
-    all_schools = sorted({s for i in ids for s in by_role[i] | by_section[i]})
-    school_rows = (
-        await conn.execute(
-            text("SELECT id, name, deleted FROM schools WHERE id = ANY(CAST(:ids AS text[]))"),
-            {"ids": all_schools},
-        )
-    ).all()
-    deleted_schools = {r.id for r in school_rows if r.deleted}
-    names: dict[str, str | None] = {s: None for s in all_schools}
-    names.update({r.id: r.name for r in school_rows})
-
-    facts: dict[str, StudentFacts] = {}
-    people: dict[str, dict[str, Any]] = {}
-    for sid in ids:
-        user = users.get(sid)
-        if user is None:
-            facts[sid] = StudentFacts(sid, known=False)
-            continue
-        facts[sid] = StudentFacts(
-            sid,
-            known=True,
-            is_student=user.is_student,
-            deleted=user.deleted,
-            district_id=user.district_id,
-            school_ids=frozenset(student_schools(by_role[sid], by_section[sid], deleted_schools)),
-            section_ids=frozenset(sections[sid]),
-            primary_school_id=user.primary_school_id,
-        )
-        people[sid] = {
-            "id": sid,
-            "district_id": user.district_id,
-            "sis_id": user.sis_id,
-            "name": {"first": user.name_first, "middle": user.name_middle, "last": user.name_last},
-            "primary_school_id": user.primary_school_id,
-        }
-    return facts, people, names
 
 
 async def students_in_scope(conn: AsyncConnection, scope: str, scope_id: str) -> list[str]:

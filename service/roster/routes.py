@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.auth import AdminOnly
 from service.db.tables import section_members, sections, users
 from service.programs import store as programs
+from service.programs.check import load_world
 from service.programs.rules import programs_of
 
 router = APIRouter(prefix="/v1", tags=["roster"], dependencies=[AdminOnly])
@@ -61,7 +62,7 @@ async def get_student(student_id: str, request: Request) -> Student:
         if row is None or "student" not in row.roles:
             raise HTTPException(status_code=404, detail="unknown student")
         # The same facts and rule the single-school check uses (service/programs).
-        facts = (await programs.student_facts(conn, [student_id]))[0][student_id]
+        facts = (await load_world(conn, {student_id}, set(), set(), set())).facts(student_id)
         scope_ids = {student_id, row.district_id, *facts.section_ids, *facts.school_ids}
         held = programs_of(facts, await programs.assignments_for(conn, scope_ids))
     return Student(

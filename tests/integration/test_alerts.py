@@ -4,33 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import os
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumers.dead_letters import KafkaDeadLetters
-from consumers.roster import RosterApplier
-from consumers.runner import ConsumerRunner, consumer_options
 from schemas.roster_alerts import ALERT_MESSAGE_TYPES, ALERTS_TOPIC
 from service.db.engine import make_engine
 from service.db.migrate import upgrade
-from service.kafka.config import producer_options
-from service.kafka.topics import CLEVER_EVENTS, ensure_topics
-from service.paths import project_root
 from tests.integration.conftest import Api
 from tests.support.changes import read_cloudevents
 from tests.support.district import generate
 from tests.support.factory import Factory
-from tests.support.pipeline import publish_raw, run_consumer, running_relay, settled, settled_count
+from tests.support.pipeline import (
+    publish_raw,
+    roster_process,
+    run_consumer,
+    running_consumer,
+    running_relay,
+    settled,
+    settled_count,
+)
 from tests.support.services import Services, create_database, drop_database
 from tests.support.webhook import ADMIN_TOKEN
 
@@ -40,29 +39,9 @@ ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 @asynccontextmanager
 async def consuming(services: Services, engine: AsyncEngine) -> AsyncIterator[None]:
     """A consumer (fresh group) running in the background for the whole scenario."""
-    await ensure_topics(services.kafka_bootstrap)
-    consumer = AIOKafkaConsumer(
-        **consumer_options(services.kafka_bootstrap, f"alerts-{uuid.uuid4().hex[:8]}")
-    )
-    producer = AIOKafkaProducer(**producer_options(services.kafka_bootstrap))
-    await producer.start()
-    await consumer.start()
-    runner = ConsumerRunner(
-        consumer,
-        engine,
-        RosterApplier(KafkaDeadLetters(producer)),
-        topics=[CLEVER_EVENTS.name],
-        max_batch=500,
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    try:
+    group = f"alerts-{uuid.uuid4().hex[:8]}"
+    async with running_consumer(services, engine, group, max_batch=500):
         yield
-    finally:
-        stop.set()
-        await task
-        await consumer.stop()
-        await producer.stop()
 
 
 class Scenario:
@@ -323,21 +302,8 @@ async def test_replay_into_a_fresh_database_yields_the_same_alerts(
 
 
 def _consume_process(services: Services, group: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ) | {
-        "ROSTER_DATABASE_URL": services.database_url,
-        "ROSTER_KAFKA_BOOTSTRAP_SERVERS": services.kafka_bootstrap,
-        "ROSTER_CONSUMER_GROUP": group,
-        "ROSTER_CONSUMER_MAX_BATCH": "200",
-        "ROSTER_LOG_LEVEL": "WARNING",
-        "ROSTER_CONSUMER_METRICS_PORT": "0",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "service", "consume"],
-        env=env,
-        cwd=project_root(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    return roster_process(
+        services, "consume", ROSTER_CONSUMER_GROUP=group, ROSTER_CONSUMER_MAX_BATCH="200"
     )
 
 

@@ -4,9 +4,7 @@ once, in order per key; nothing else is."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -23,7 +21,6 @@ from schemas.roster_changes import CHANGE_TYPES, CHANGES_SOURCE, CHANGES_TOPIC
 from service.db.uow import UnitOfWork
 from service.kafka.config import producer_options
 from service.outbox.relay import Relay
-from service.paths import project_root
 from tests.support.changes import Received, read_cloudevents
 from tests.support.district import generate, oracle
 from tests.support.factory import Factory
@@ -31,6 +28,7 @@ from tests.support.pipeline import (
     NoDeadLetters,
     as_records,
     publish_raw,
+    roster_process,
     run_consumer,
     running_relay,
     settled,
@@ -163,21 +161,7 @@ async def test_a_rolled_back_batch_publishes_nothing_and_its_commit_publishes_it
 
 
 def _relay_process(services: Services, **env: str) -> subprocess.Popen[bytes]:
-    full = dict(os.environ) | {
-        "ROSTER_DATABASE_URL": services.database_url,
-        "ROSTER_KAFKA_BOOTSTRAP_SERVERS": services.kafka_bootstrap,
-        "ROSTER_RELAY_METRICS_PORT": "0",
-        "ROSTER_LOG_LEVEL": "WARNING",
-        **env,
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "service", "relay"],
-        env=full,
-        cwd=project_root(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    return roster_process(services, "relay", **env)
 
 
 async def test_a_relay_killed_between_publish_and_mark_causes_duplicates_never_loss(

@@ -26,7 +26,14 @@ from service.paths import project_root
 from tests.integration.conftest import Api
 from tests.support.district import Expected, generate, oracle
 from tests.support.factory import Factory, page
-from tests.support.pipeline import publish_raw, run_consumer, settled, settled_count, topic_size
+from tests.support.pipeline import (
+    publish_raw,
+    roster_process,
+    run_consumer,
+    settled,
+    settled_count,
+    topic_size,
+)
 from tests.support.services import Services
 from tests.support.topic import read_topic
 from tests.support.webhook import ADMIN_TOKEN, encode, signed_headers
@@ -197,21 +204,9 @@ async def test_a_poison_event_is_dead_lettered_and_its_neighbours_applied(
 
 
 def _consume_process(services: Services, group: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ) | {
-        "ROSTER_DATABASE_URL": services.database_url,
-        "ROSTER_KAFKA_BOOTSTRAP_SERVERS": services.kafka_bootstrap,
-        "ROSTER_CONSUMER_GROUP": group,
-        "ROSTER_CONSUMER_MAX_BATCH": "25",  # small batches: the kill lands between and inside
-        "ROSTER_LOG_LEVEL": "WARNING",
-        "ROSTER_CONSUMER_METRICS_PORT": "0",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "service", "consume"],
-        env=env,
-        cwd=project_root(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    # Small batches: the kill lands between and inside them.
+    return roster_process(
+        services, "consume", ROSTER_CONSUMER_GROUP=group, ROSTER_CONSUMER_MAX_BATCH="25"
     )
 
 

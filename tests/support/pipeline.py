@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,19 +24,16 @@ from service.db.tables import event_log
 from service.kafka.config import producer_options
 from service.kafka.topics import CLEVER_EVENTS, ensure_topics
 from service.outbox.relay import Relay
+from service.paths import project_root
 from tests.support.services import Services
 from tests.support.webhook import encode
 
 
-async def run_consumer(
-    services: Services,
-    engine: AsyncEngine,
-    group: str,
-    done: Callable[[ConsumerRunner], Awaitable[bool]],
-    timeout: float = 90.0,
-    max_batch: int = 200,
-) -> ConsumerRunner:
-    """Runs the real consumer loop (group `group`) until `done` says so."""
+@asynccontextmanager
+async def running_consumer(
+    services: Services, engine: AsyncEngine, group: str, max_batch: int = 200
+) -> AsyncIterator[tuple[ConsumerRunner, asyncio.Task[None]]]:
+    """The real consumer loop (group `group`) in the background, stopped on exit."""
     await ensure_topics(services.kafka_bootstrap)
     consumer = AIOKafkaConsumer(**consumer_options(services.kafka_bootstrap, group))
     producer = AIOKafkaProducer(**producer_options(services.kafka_bootstrap))
@@ -49,15 +49,28 @@ async def run_consumer(
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     try:
-        async with asyncio.timeout(timeout):
-            while not await done(runner):
-                assert not task.done() or task.exception() is None, task.exception()
-                await asyncio.sleep(0.2)
+        yield runner, task
     finally:
         stop.set()
         await task
         await consumer.stop()
         await producer.stop()
+
+
+async def run_consumer(
+    services: Services,
+    engine: AsyncEngine,
+    group: str,
+    done: Callable[[ConsumerRunner], Awaitable[bool]],
+    timeout: float = 90.0,
+    max_batch: int = 200,
+) -> ConsumerRunner:
+    """Runs the real consumer loop (group `group`) until `done` says so."""
+    async with running_consumer(services, engine, group, max_batch) as (runner, task):
+        async with asyncio.timeout(timeout):
+            while not await done(runner):
+                assert not task.done() or task.exception() is None, task.exception()
+                await asyncio.sleep(0.2)
     return runner
 
 
@@ -163,3 +176,24 @@ def as_records(events: list[dict[str, Any]]) -> list[Record]:
 class NoDeadLetters:
     async def send(self, poison: Sequence[Any]) -> None:
         raise AssertionError(f"unexpected dead letters: {poison}")
+
+
+def roster_process(services: Services, command: str, **env: str) -> subprocess.Popen[bytes]:
+    """`roster <command>` as its own process on the test broker and database (quiet, no
+    metrics port); `env` adds settings, e.g. ROSTER_CONSUMER_GROUP."""
+    full = dict(os.environ) | {
+        "ROSTER_DATABASE_URL": services.database_url,
+        "ROSTER_KAFKA_BOOTSTRAP_SERVERS": services.kafka_bootstrap,
+        "ROSTER_LOG_LEVEL": "WARNING",
+        "ROSTER_CONSUMER_METRICS_PORT": "0",
+        "ROSTER_RELAY_METRICS_PORT": "0",
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "service", command],
+        env=full,
+        cwd=project_root(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

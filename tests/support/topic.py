@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -30,15 +31,13 @@ async def partition_count(bootstrap: str, topic: str) -> int:
         await admin.close()
 
 
-async def read_topic(
-    bootstrap: str, topic: str, event_ids: set[str] | None = None, timeout: float = 20.0
-) -> list[Published]:
-    """Every record on `topic` (up to its current end), or those whose event id is given."""
+async def read_records(bootstrap: str, topic: str, timeout: float = 20.0) -> list[Any]:
+    """Every record on `topic` up to its current end, in partition and offset order."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
     )
     await consumer.start()
-    found: list[Published] = []
+    found: list[Any] = []
     try:
         partitions = [
             TopicPartition(topic, p) for p in range(await partition_count(bootstrap, topic))
@@ -48,15 +47,22 @@ async def read_topic(
         ends = await consumer.end_offsets(partitions)
         async with asyncio.timeout(timeout):
             while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-                batch = await consumer.getmany(timeout_ms=200)
-                for tp, records in batch.items():
-                    for record in records:
-                        headers = h.header_map(record.headers)
-                        eid = headers.get(h.EVENT_ID, "")
-                        if event_ids is None or eid in event_ids:
-                            found.append(
-                                Published(eid, record.key, record.value, headers, tp.partition)
-                            )
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    found.extend(records)
     finally:
         await consumer.stop()
+    found.sort(key=lambda r: (r.partition, r.offset))
+    return found
+
+
+async def read_topic(
+    bootstrap: str, topic: str, event_ids: set[str] | None = None, timeout: float = 20.0
+) -> list[Published]:
+    """Every record on `topic` (up to its current end), or those whose event id is given."""
+    found: list[Published] = []
+    for record in await read_records(bootstrap, topic, timeout):
+        headers = h.header_map(record.headers)
+        eid = headers.get(h.EVENT_ID, "")
+        if event_ids is None or eid in event_ids:
+            found.append(Published(eid, record.key, record.value, headers, record.partition))
     return found

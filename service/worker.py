@@ -1,0 +1,59 @@
+"""What every background process (`roster consume`, `roster relay`) does before its loop: stop on
+SIGTERM or SIGINT, wait for Kafka and its topics, serve its own /metrics, and close what it opened
+within a bound."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable
+
+from prometheus_client import start_http_server
+
+from service.kafka.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+def stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def wait_for_topics(bootstrap: str, stop: asyncio.Event) -> bool:
+    """Creates the topics once Kafka answers, retrying with backoff; False if stopped first."""
+    delay = 0.2
+    while not stop.is_set():
+        try:
+            await ensure_topics(bootstrap)
+            return True
+        except Exception as exc:
+            log.warning("Kafka not reachable yet; retrying", extra={"error": repr(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            delay = min(delay * 2, 5.0)
+    return False
+
+
+def serve_metrics(port: int, host: str, what: str) -> None:
+    """This process's /metrics on its own port (0: not served); a taken port is a warning."""
+    if not port:
+        return
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        log.warning(f"{what} metrics not served", extra={"port": port, "error": str(exc)})
+
+
+async def close_all(*closing: Awaitable[object], timeout: float = 10) -> None:
+    """Bounded: with the broker or the database gone, a stop must still end the process."""
+    for step in closing:
+        try:
+            await asyncio.wait_for(step, timeout=timeout)
+        except Exception as exc:
+            log.warning("shutdown step did not finish", extra={"error": type(exc).__name__})
