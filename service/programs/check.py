@@ -175,8 +175,10 @@ async def check_students(
 async def _run(
     conn: AsyncConnection, world: World, changes: Sequence[Change], students: set[str]
 ) -> list[Step]:
-    scope_ids = set(world.people) | set(world.sections) | set(world.deleted_schools)
-    for change in changes:  # sections and schools the batch introduces
+    # Every id an assignment could be scoped to, as things are and as the batch makes them: the
+    # students, their sections and schools, and their districts.
+    scope_ids = set(students) | set(world.sections)
+    for change in changes:
         if isinstance(change, SectionChange):
             scope_ids |= {change.section_id, change.state.school_id}
         elif isinstance(change, UserChange):

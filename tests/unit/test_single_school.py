@@ -10,11 +10,20 @@ from service.programs.rules import (
     ActiveAlert,
     Assignment,
     Catalog,
+    Change,
     Conflict,
+    FlagChange,
+    Person,
+    SectionChange,
+    SectionState,
     StudentFacts,
+    UserChange,
+    World,
+    apply_change,
     conflict_of,
     decide,
     programs_of,
+    replay,
     transition,
 )
 
@@ -165,3 +174,47 @@ def test_any_history_keeps_one_alert_exactly_while_in_conflict(
             else:
                 assert actions == ([Action.UPDATE] if active.conflict != conflict else [])
             active = ActiveAlert("al", "open", conflict)
+
+
+def _world(*sections: tuple[str, str, frozenset[str]]) -> World:
+    person = Person(known=True, is_student=True, district_id="D", role_schools=frozenset({"A"}))
+    world = World({"s1": person}, {}, {}, set(), set())
+    for section_id, school, students in sections:
+        apply_change(world, SectionChange("e0", section_id, SectionState(school, False, students)))
+    return world
+
+
+def test_replay_runs_the_rule_after_each_event_of_a_batch() -> None:
+    world = _world(("SB", "B", frozenset()), ("SC", "C", frozenset()))
+    joined = frozenset({"s1"})
+    changes: list[Change] = [
+        SectionChange("e1", "SB", SectionState("B", False, joined)),  # A+B: opens
+        SectionChange("e2", "SB", SectionState("B", False, frozenset())),  # A: resolves
+        SectionChange("e3", "SC", SectionState("C", False, joined)),  # A+C: a new alert
+        FlagChange("e4", "schools", "C", True),  # C deleted: no longer counts, resolves
+        FlagChange("e5", "schools", "C", True),  # the same again: nobody affected
+    ]
+    steps = replay(world, changes, [MATH_AT_A], CATALOG, {})
+    assert [(s.action, s.alert, s.trigger, s.conflict.school_ids) for s in steps] == [
+        (Action.OPEN, "new:1", "e1", ("A", "B")),
+        (Action.RESOLVE, "new:1", "e2", ("A", "B")),
+        (Action.OPEN, "new:2", "e3", ("A", "C")),
+        (Action.RESOLVE, "new:2", "e4", ("A", "C")),
+    ]
+
+
+def test_replay_updates_a_stored_alert_and_a_user_record_fills_a_placeholder() -> None:
+    world = _world(("SB", "B", frozenset({"s1", "p1"})))
+    stored = active_for(world.facts("s1"), [MATH_AT_A])
+    own = Assignment("as9", "mypath_math", "student", "p1")
+    arrives = Person(known=True, is_student=True, district_id="D", role_schools=frozenset({"C"}))
+    changes: list[Change] = [
+        SectionChange("e1", "SC", SectionState("C", False, frozenset({"s1"}))),
+        UserChange("e2", "p1", arrives),  # the placeholder's record: B (section) and C
+    ]
+    steps = replay(world, changes, [MATH_AT_A, own], CATALOG, {"s1": stored})
+    assert [(s.student_id, s.action, s.alert) for s in steps] == [
+        ("s1", Action.UPDATE, "al1"),
+        ("p1", Action.OPEN, "new:1"),
+    ]
+    assert steps[0].conflict.school_ids == ("A", "B", "C")
