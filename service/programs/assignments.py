@@ -88,9 +88,9 @@ async def add_assignment(
             )
         ).one()
         return AssignmentResult(assignment_json(existing), False, [])
-    students = await store.students_in_scope(conn, scope, scope_id)
+    students = await store.students_in_scope(conn, scope, [scope_id])
     decisions = await check_students(conn, students, f"assignment:{inserted.id}")
-    return AssignmentResult(assignment_json(inserted), True, decisions, len(set(students)))
+    return AssignmentResult(assignment_json(inserted), True, decisions, len(students))
 
 
 async def remove_assignment(conn: AsyncConnection, assignment_id: str) -> list[Step] | None:
@@ -104,7 +104,8 @@ async def remove_assignment(conn: AsyncConnection, assignment_id: str) -> list[S
     ).first()
     if removed is None:
         return None
-    return await _recheck_scope(conn, removed.scope, removed.scope_id, f"assignment:{removed.id}")
+    students = await store.students_in_scope(conn, removed.scope, [removed.scope_id])
+    return await check_students(conn, students, f"assignment:{removed.id}")
 
 
 async def list_assignments(conn: AsyncConnection) -> list[dict[str, Any]]:
@@ -112,12 +113,6 @@ async def list_assignments(conn: AsyncConnection) -> list[dict[str, Any]]:
         text(f"SELECT {_COLUMNS} FROM program_assignments ORDER BY created_at, id")
     )
     return [assignment_json(r) for r in rows]
-
-
-async def _recheck_scope(
-    conn: AsyncConnection, scope: str, scope_id: str, trigger: str
-) -> list[Step]:
-    return await check_students(conn, await store.students_in_scope(conn, scope, scope_id), trigger)
 
 
 async def acknowledge(conn: AsyncConnection, alert_id: str) -> dict[str, Any] | None:

@@ -37,6 +37,7 @@ from service.programs.rules import (
     World,
     replay,
 )
+from service.roster.store import section_students
 
 
 async def _rows(conn: AsyncConnection, sql: str, ids: Iterable[str]) -> list[Any]:
@@ -46,13 +47,22 @@ async def _rows(conn: AsyncConnection, sql: str, ids: Iterable[str]) -> list[Any
     return list(await conn.execute(text(sql), {"ids": ids}))
 
 
+async def _deleted(conn: AsyncConnection, table: str, ids: Iterable[str]) -> set[str]:
+    """Those of `ids` whose record in `table` (schools or districts) is a tombstone."""
+    sql = f"SELECT id FROM {table} WHERE deleted AND id = ANY(CAST(:ids AS text[]))"
+    return {r[0] for r in await _rows(conn, sql, ids)}
+
+
 async def load_world(
     conn: AsyncConnection,
     students: set[str],
     sections: set[str],
     schools: set[str],
     districts: set[str],
+    members_of: dict[str, set[str]] | None = None,
 ) -> World:
+    """The students, their sections (with the full student lists of `sections`, loaded here
+    unless given as `members_of`), and which of the schools and districts involved are deleted."""
     users = await _rows(
         conn,
         """SELECT id, district_id, deleted, 'student' = ANY(roles) AS is_student,
@@ -89,14 +99,8 @@ async def load_world(
         students,
     ):
         memberships.setdefault(user_id, set()).add(section_id)
-    members_of: dict[str, set[str]] = {}
-    for section_id, user_id in await _rows(
-        conn,
-        "SELECT section_id, user_id FROM section_members "
-        "WHERE role = 'student' AND section_id = ANY(CAST(:ids AS text[]))",
-        sections,
-    ):
-        members_of.setdefault(section_id, set()).add(user_id)
+    if members_of is None:
+        members_of = await section_students(conn, sorted(sections))
     all_sections = sections | {s for linked in memberships.values() for s in linked}
     section_states = {
         r.id: SectionState(r.school_id, r.deleted, frozenset(members_of.get(r.id, ())))
@@ -108,23 +112,9 @@ async def load_world(
     }
     all_schools = schools | {s.school_id for s in section_states.values()}
     all_schools |= {s for p in people.values() for s in p.role_schools}
-    deleted_schools = {
-        r[0]
-        for r in await _rows(
-            conn,
-            "SELECT id FROM schools WHERE deleted AND id = ANY(CAST(:ids AS text[]))",
-            all_schools,
-        )
-    }
+    deleted_schools = await _deleted(conn, "schools", all_schools)
     all_districts = districts | {p.district_id for p in people.values() if p.district_id}
-    deleted_districts = {
-        r[0]
-        for r in await _rows(
-            conn,
-            "SELECT id FROM districts WHERE deleted AND id = ANY(CAST(:ids AS text[]))",
-            all_districts,
-        )
-    }
+    deleted_districts = await _deleted(conn, "districts", all_districts)
     return World(people, section_states, memberships, deleted_schools, deleted_districts)
 
 
@@ -143,21 +133,28 @@ async def check_batch(conn: AsyncConnection, changes: Sequence[Change]) -> list[
         elif isinstance(change, FlagChange):
             flags[change.kind].add(change.record_id)
     # Students the batch can reach through what is stored: the sections' current students, and
-    # everyone linked to a school or in a district that the batch may delete or restore.
-    students |= {
-        r[0]
-        for r in await _rows(
-            conn,
-            "SELECT user_id FROM section_members "
-            "WHERE role = 'student' AND section_id = ANY(CAST(:ids AS text[]))",
-            sections,
-        )
-    }
-    students |= await store.students_of_schools(conn, sorted(flags["schools"]))
-    students |= await store.students_of_districts(conn, sorted(flags["districts"]))
+    # everyone linked to a school, or in a district, whose deletion the batch changes (an update
+    # that neither deletes nor restores changes no one's schools, so loads no one).
+    members_of = await section_students(conn, sorted(sections))
+    for members in members_of.values():
+        students |= members
+    for kind in ("schools", "districts"):
+        state = await _deleted(conn, kind, flags[kind])
+        flipped = set()
+        for change in changes:
+            if (
+                isinstance(change, FlagChange)
+                and change.kind == kind
+                and (change.record_id in state) != change.deleted
+            ):
+                flipped.add(change.record_id)
+                state ^= {change.record_id}
+        students |= await store.students_in_scope(conn, kind.removesuffix("s"), flipped)
     if not students:
         return []
-    world = await load_world(conn, students, sections, flags["schools"], flags["districts"])
+    world = await load_world(
+        conn, students, sections, flags["schools"], flags["districts"], members_of
+    )
     return await _run(conn, world, changes, students)
 
 

@@ -62,43 +62,30 @@ async def assignments_for(conn: AsyncConnection, scope_ids: Iterable[str]) -> li
     return [_assignment(r) for r in rows]
 
 
-async def students_in_scope(conn: AsyncConnection, scope: str, scope_id: str) -> list[str]:
-    """Every student an assignment at this scope can reach (placeholders included)."""
-    queries = {
-        "student": "SELECT CAST(:id AS text)",
-        "section": (
-            "SELECT user_id FROM section_members WHERE section_id = :id AND role = 'student'"
-        ),
-        "school": "SELECT DISTINCT student_id FROM student_school_links WHERE school_id = :id",
-        "district": "SELECT id FROM users WHERE district_id = :id AND 'student' = ANY(roles)",
-    }
-    return [r[0] for r in await conn.execute(text(queries[scope]), {"id": scope_id})]
+_SCOPE_STUDENTS = {
+    "student": "SELECT unnest(CAST(:ids AS text[]))",
+    "section": (
+        "SELECT user_id FROM section_members "
+        "WHERE role = 'student' AND section_id = ANY(CAST(:ids AS text[]))"
+    ),
+    "school": (
+        "SELECT student_id FROM student_school_links WHERE school_id = ANY(CAST(:ids AS text[]))"
+    ),
+    "district": (
+        "SELECT id FROM users WHERE 'student' = ANY(roles) "
+        "AND district_id = ANY(CAST(:ids AS text[]))"
+    ),
+}
 
 
-async def students_of_schools(conn: AsyncConnection, school_ids: Sequence[str]) -> set[str]:
-    if not school_ids:
+async def students_in_scope(
+    conn: AsyncConnection, scope: str, scope_ids: Iterable[str]
+) -> set[str]:
+    """Every student an assignment at these scope ids can reach (placeholders included)."""
+    ids = sorted(set(scope_ids))
+    if not ids:
         return set()
-    rows = await conn.execute(
-        text(
-            "SELECT DISTINCT student_id FROM student_school_links "
-            "WHERE school_id = ANY(CAST(:ids AS text[]))"
-        ),
-        {"ids": list(school_ids)},
-    )
-    return {r[0] for r in rows}
-
-
-async def students_of_districts(conn: AsyncConnection, district_ids: Sequence[str]) -> set[str]:
-    if not district_ids:
-        return set()
-    rows = await conn.execute(
-        text(
-            "SELECT id FROM users WHERE district_id = ANY(CAST(:ids AS text[])) "
-            "AND 'student' = ANY(roles)"
-        ),
-        {"ids": list(district_ids)},
-    )
-    return {r[0] for r in rows}
+    return {r[0] for r in await conn.execute(text(_SCOPE_STUDENTS[scope]), {"ids": ids})}
 
 
 async def active_alerts(

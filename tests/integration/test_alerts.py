@@ -387,3 +387,33 @@ async def test_a_burst_of_section_changes_under_two_consumers_never_doubles_an_a
         if len(view["school_ids"]) >= 2:
             in_conflict.add(user["id"])
     assert {student for student, _ in active} == in_conflict
+
+
+async def test_deleting_a_school_resolves_its_students_alerts_and_restoring_it_reopens(
+    services: Services, engine: AsyncEngine, api: Api
+) -> None:
+    s = Scenario(services, engine, api)
+    f = s.factory
+    school_a, school_b = f.obj("schools", s.district), f.obj("schools", s.district)
+    a, b = school_a["id"], school_b["id"]
+    student = f.obj("users", s.district)
+    student["roles"]["student"].update(school=a, schools=[a, b], enrollments=[])
+    body = {"program": "imagine_purpose", "scope": "school", "scope_id": a}
+    assert (
+        await api.client.post("/v1/program-assignments", json=body, headers=ADMIN)
+    ).status_code == 201
+    async with consuming(services, engine):
+        await s.send(
+            s.event("schools", school_a, "created"),
+            s.event("schools", school_b, "created"),
+            s.event("users", student, "created"),
+        )
+        assert [x["status"] for x in await s.alerts(student["id"])] == ["open"]
+        await s.send(s.event("schools", school_b | {"name": "Renamed"}))  # not a deletion
+        assert [x["status"] for x in await s.alerts(student["id"])] == ["open"]
+        gone = s.event("schools", school_b, "deleted")
+        await s.send(gone)
+        (alert,) = await s.alerts(student["id"])
+        assert alert["status"] == "resolved" and alert["trigger_event_id"] == gone["id"]
+        await s.send(s.event("schools", school_b, "created"))  # shared again
+        assert [x["status"] for x in await s.alerts(student["id"])] == ["resolved", "open"]
