@@ -28,7 +28,11 @@ def _json_dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> AsyncEngine:
+    """`pre_ping` checks each connection with a round trip as it leaves the pool, so a server
+    restart is never seen by a query. Without it, the first statement on a dead connection
+    fails, and the pool then drops every connection older than that failure: a caller that
+    retries anyway (the webhook door answers 503) can save the round trip."""
     return create_async_engine(
         normalise_url(url),
         # JSONB values (whole Clever objects, thousands per batch) with orjson, not json.
@@ -36,6 +40,6 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         json_deserializer=orjson.loads,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
     )

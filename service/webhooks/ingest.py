@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -92,6 +93,16 @@ class Delivery:
     traceparent: str
     received_at: datetime
 
+    @cached_property
+    def headers(self) -> list[tuple[str, bytes]]:
+        """The Kafka headers every event of this delivery shares (encoded once per body)."""
+        return [
+            (h.SOURCE, self.source.encode()),
+            (h.RECEIVED_AT, self.received_at.isoformat().encode()),
+            (h.TRACEPARENT, self.traceparent.encode()),
+            ("webhook-id", self.delivery_id.encode()),
+        ]
+
 
 SendFuture = asyncio.Future[Any]
 _PARTITIONER = DefaultPartitioner()
@@ -109,7 +120,7 @@ async def _claim(
         {
             "ids": ids,
             "types": [p.event.type for p, _ in rows],
-            "districts": [p.event.district_id for p, _ in rows],
+            "districts": [p.district_id for p, _ in rows],
             "sources": [d.source for _, d in rows],
             "received": [d.received_at for _, d in rows],
         },
@@ -293,7 +304,7 @@ class Ingestor:
                     if earlier is not None and not (earlier.done() and not _succeeded(earlier)):
                         futures[eid] = earlier  # an earlier attempt's send, still on its way
                         continue
-                    key = parsed.event.district_id.encode()
+                    key = parsed.district_id.encode()
                     by_partition.setdefault(self._partition(key, partitions), []).append(
                         (eid, key, parsed, delivery)
                     )
@@ -402,7 +413,7 @@ class Ingestor:
             del self._inflight[eid]
         log.info(
             "late delivery recorded",
-            extra={"event_id": eid, "district_id": parsed.event.district_id},
+            extra={"event_id": eid, "district_id": parsed.district_id},
         )
 
     async def drain(self) -> None:
@@ -414,10 +425,7 @@ def _headers(parsed: ParsedEvent, delivery: Delivery) -> list[tuple[str, bytes]]
     return [
         (h.EVENT_ID, parsed.event.id.encode()),
         (h.EVENT_TYPE, parsed.event.type.encode()),
-        (h.SOURCE, delivery.source.encode()),
-        (h.RECEIVED_AT, delivery.received_at.isoformat().encode()),
-        (h.TRACEPARENT, delivery.traceparent.encode()),
-        ("webhook-id", delivery.delivery_id.encode()),
+        *delivery.headers,
     ]
 
 

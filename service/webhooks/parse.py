@@ -53,6 +53,7 @@ class BodyRejected(Exception):
 class ParsedEvent:
     event: AnyEvent
     raw: bytes  # the event's JSON, as received
+    district_id: str  # read once: the Kafka key, and the event log's district
 
 
 def _problems(index: int | None, exc: ValidationError) -> list[FieldProblem]:
@@ -121,7 +122,7 @@ def parse_body(body: bytes, *, max_events: int) -> list[ParsedEvent]:
             problems.extend(_problems(position, exc))
             continue
         raw = body if position is None else orjson.dumps(candidate)
-        parsed.append(ParsedEvent(event, raw))
+        parsed.append(ParsedEvent(event, raw, event.district_id))
     if problems:
         count = len({p.index for p in problems})
         raise BodyRejected(

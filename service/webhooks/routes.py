@@ -7,7 +7,7 @@ request object, the raw header list read once. Its OpenAPI entry is added by `op
 from __future__ import annotations
 
 import logging
-import os
+import random
 import time
 from typing import Any
 
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 PATH = "/webhooks/clever"
 RETRY_AFTER_S = 5
+_random = random.Random()  # noqa: S311 (trace ids: unique, not secret; seeded by the OS)
 
 
 def _is_json(content_type: str) -> bool:
@@ -36,10 +37,13 @@ def _is_json(content_type: str) -> bool:
 
 
 def _traceparent(given: str | None) -> str:
-    # Keep the caller's W3C trace when it sends one; otherwise start a trace here.
+    # Keep the caller's W3C trace when it sends one; otherwise start a trace here. Trace ids
+    # need to be unique, not secret: the PRNG, not two getrandom() calls per request.
     if given and len(given) == 55 and given.count("-") == 3:
         return given
-    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+    trace_id = _random.getrandbits(128) or 1  # all zeros is invalid
+    span_id = _random.getrandbits(64) or 1
+    return f"00-{trace_id:032x}-{span_id:016x}-01"
 
 
 def webhook_keys(secrets: tuple[str, ...]) -> list[bytes]:
@@ -179,7 +183,7 @@ async def _handle(scope: Scope, receive: Receive) -> _Answer:
                 "accepted": result.accepted,
                 "duplicates": result.duplicates,
                 "event_ids": list(result.accepted_ids[:20]),
-                "district_ids": sorted({p.event.district_id for p in events})[:20],
+                "district_ids": sorted({p.district_id for p in events})[:20],
             },
         )
     return _Answer(202, {"accepted": result.accepted, "duplicates": result.duplicates})

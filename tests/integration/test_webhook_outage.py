@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.tables import event_log
@@ -169,3 +169,34 @@ async def test_hung_broker_retry_joins_the_send_already_on_its_way(
         await api.app.state.ingestor.drain()
     published = await read_topic(services.kafka_bootstrap, CLEVER_EVENTS.name, {event["id"]})
     assert len(published) == 1
+
+
+async def test_dropped_database_connections_cost_the_sender_one_retry_at_most(
+    services: Services, engine: AsyncEngine
+) -> None:
+    """The door's pool does not ping each connection before use. When the server drops its
+    connections (a restart, a failover), the first batch on a dead one answers 503 and the pool
+    replaces all of them, so the sender's retry is accepted; nothing is lost or doubled."""
+    factory = Factory()
+    warm, event = factory.event("users.updated"), factory.event("users.updated")
+    async with running_api(api_settings(services)) as api:
+        assert (await _deliver(api, encode(warm), "msg_warm_pool"))[0] == 202
+        async with engine.connect() as conn:
+            killed = await conn.scalar(
+                text(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        assert killed >= 1
+        codes: list[int] = []
+        async with asyncio.timeout(30):
+            while not codes or codes[-1] != 202:
+                code, answer, _, retry_after = await _deliver(api, encode(event), "msg_after_kill")
+                codes.append(code)
+                if code != 202:
+                    assert (code, answer["error"]) == (503, "database_unavailable")
+                    assert retry_after is not None
+    assert codes in ([202], [503, 202])
+    published = await read_topic(services.kafka_bootstrap, CLEVER_EVENTS.name, {event["id"]})
+    assert [p.event_id for p in published] == [event["id"]]
