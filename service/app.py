@@ -17,10 +17,11 @@ from service.db.engine import database_url, make_engine
 from service.events import routes as events_routes
 from service.kafka.config import bootstrap_servers
 from service.kafka.gateway import KafkaGateway
+from service.logs import configure_logging
 from service.metrics import RequestMetrics
 from service.programs import routes as program_routes
 from service.roster import routes as roster_routes
-from service.settings import Settings
+from service.settings import Settings, load_settings
 from service.webhooks import routes as webhook_routes
 from service.webhooks.ingest import Ingestor
 
@@ -73,6 +74,13 @@ async def _guarded(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> 
             await send({"type": "http.response.body", "body": b'{"error":"internal_error"}'})
 
 
+def app_from_environment() -> FastAPI:
+    """The app of one worker process of `roster api` with several workers."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,14 +91,18 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.webhook_keys = webhook_routes.webhook_keys(
             tuple(secret.get_secret_value() for secret in settings.webhook_secrets)
         )
+        # The door's own pool: slow queries never hold up ingest, and it skips the pre-ping
+        # round trip (a batch on a dead connection answers 503 and the sender retries).
+        ingest_engine = make_engine(database_url(settings), pool_size=5, pre_ping=False)
         app.state.ingestor = Ingestor(
-            app.state.engine, app.state.kafka, timeout=settings.publish_timeout_seconds
+            ingest_engine, app.state.kafka, timeout=settings.publish_timeout_seconds
         )
         try:
             yield
         finally:
             await app.state.ingestor.drain()
             await app.state.kafka.stop()
+            await ingest_engine.dispose()
             await app.state.engine.dispose()
 
     # FastAPI's native OpenTelemetry is off: nothing here configures an SDK, and its per-request

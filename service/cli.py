@@ -64,18 +64,52 @@ def api() -> None:
             updates["admin_token"] = creds.admin_token
             typer.echo(f"roster api: dev admin token {creds.admin_token}")
         settings = Settings.model_validate({**settings.model_dump(), **updates})
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
+    options: dict[str, Any] = {
+        "host": settings.http_host,
+        "port": settings.http_port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+    }
+    if settings.http_workers == 1:
+        uvicorn.Server(uvicorn.Config(create_app(settings), **options)).run()
+        return
+    _serve_workers(settings, options)
+
+
+def _serve_workers(settings: Settings, options: dict[str, Any]) -> None:
+    """Several worker processes on one listening socket (uvicorn's supervisor restarts a worker
+    that dies). Each worker builds the app from the environment, so the dev credentials go there;
+    their metrics are added up through files in one directory per run."""
+    import os
+    import shutil
+    import tempfile
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from service.metrics import MULTIPROC_DIR
+
+    os.environ["ROSTER_WEBHOOK_SECRETS"] = " ".join(
+        secret.get_secret_value() for secret in settings.webhook_secrets
     )
-    uvicorn.Server(config).run()
+    if settings.admin_token is not None:
+        os.environ["ROSTER_ADMIN_TOKEN"] = settings.admin_token.get_secret_value()
+    metrics_dir = tempfile.mkdtemp(prefix="roster-api-metrics-")
+    os.environ[MULTIPROC_DIR] = metrics_dir
+    try:
+        config = uvicorn.Config(
+            "service.app:app_from_environment",
+            factory=True,
+            workers=settings.http_workers,
+            **options,
+        )
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @app.command()

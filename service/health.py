@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Iterable
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.kafka.gateway import KafkaGateway
-from service.metrics import OPEN_ALERTS
+from service.metrics import OPEN_ALERT_LABELS, process_registry
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["operations"])
 
@@ -49,8 +54,15 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "checks": checks})
 
 
-async def _refresh_open_alerts(engine: AsyncEngine) -> None:
-    """Sets the open-alerts gauge from the database; a failed read leaves the last values."""
+# The last successful read: a failed read (database down) reports these rather than nothing.
+_open_alerts: list[tuple[str, str, int]] = []
+
+
+async def _open_alerts_family(engine: AsyncEngine) -> GaugeMetricFamily:
+    """`roster_alerts_open`, read from the database at each scrape (the consumers write the
+    alerts). Built per scrape rather than kept in a Gauge, so a district whose alerts all
+    resolved drops out, and API worker processes never disagree."""
+    global _open_alerts
     try:
         async with asyncio.timeout(PROBE_TIMEOUT_S), engine.connect() as conn:
             rows = (
@@ -61,14 +73,27 @@ async def _refresh_open_alerts(engine: AsyncEngine) -> None:
                     )
                 )
             ).all()
+        _open_alerts = [(str(d), str(s), int(n)) for d, s, n in rows]
     except Exception:
-        return
-    OPEN_ALERTS.clear()  # a district whose alerts all resolved drops out
-    for district_id, status, count in rows:
-        OPEN_ALERTS.labels(district_id, status).set(count)
+        log.warning("open alerts not read for /metrics; reporting the last values")
+    family = GaugeMetricFamily(
+        "roster_alerts_open", "Unresolved alerts per district and status", labels=OPEN_ALERT_LABELS
+    )
+    for district_id, status, count in _open_alerts:
+        family.add_metric([district_id, status], count)
+    return family
+
+
+class _Families:
+    def __init__(self, *families: Metric) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
 
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    await _refresh_open_alerts(request.app.state.engine)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    alerts = await _open_alerts_family(request.app.state.engine)
+    body = generate_latest(process_registry()) + generate_latest(_Families(alerts))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

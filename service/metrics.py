@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own switch
 
 HTTP_REQUESTS = Counter(
     "roster_http_requests_total",
@@ -19,10 +22,19 @@ HTTP_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
-# Read from the database at each scrape (the alerts live there, written by the consumers).
-OPEN_ALERTS = Gauge(
-    "roster_alerts_open", "Unresolved alerts per district and status", ["district_id", "status"]
-)
+# `roster_alerts_open` is read from the database at each scrape (service/health.py).
+OPEN_ALERT_LABELS = ["district_id", "status"]
+
+
+def process_registry() -> CollectorRegistry:
+    """What /metrics reports of this process's series. With several API worker processes
+    (`PROMETHEUS_MULTIPROC_DIR` set by `roster api` before it starts them), every worker writes
+    its counters and histograms to files there and any worker's /metrics adds them all up."""
+    if not os.environ.get(MULTIPROC_DIR):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
 
 
 class RequestMetrics:

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     http_host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=1, le=65535)
+    # API worker processes on one port (uvicorn's supervisor). One suits a container that is
+    # scaled by replicas; on a bare host, one per core.
+    http_workers: int = Field(1, ge=1, le=64)
     local_kafka_port: int = Field(9092, ge=1, le=65534)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
