@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import health
 from service.db.engine import database_url, make_engine
 from service.events import routes as events_routes
+from service.gc_tuning import tune_gc
 from service.kafka.config import bootstrap_servers
 from service.kafka.gateway import KafkaGateway
 from service.logs import configure_logging
@@ -78,7 +79,9 @@ def app_from_environment() -> FastAPI:
     """The app of one worker process of `roster api` with several workers."""
     settings = load_settings()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    tune_gc()
+    return app
 
 
 def create_app(settings: Settings) -> FastAPI:

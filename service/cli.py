@@ -29,6 +29,9 @@ def _settings() -> Settings:
 def _run(coro: object) -> Any:
     import uvloop
 
+    from service.gc_tuning import tune_gc
+
+    tune_gc()
     return uvloop.run(coro)  # type: ignore[arg-type]
 
 
@@ -50,6 +53,7 @@ def api() -> None:
     import uvicorn
 
     from service.app import create_app
+    from service.gc_tuning import tune_gc
     from service.local.credentials import load_or_create
     from service.paths import local_home
 
@@ -75,7 +79,9 @@ def api() -> None:
         "timeout_graceful_shutdown": 10,
     }
     if settings.http_workers == 1:
-        uvicorn.Server(uvicorn.Config(create_app(settings), **options)).run()
+        config = uvicorn.Config(create_app(settings), **options)
+        tune_gc()
+        uvicorn.Server(config).run()
         return
     _serve_workers(settings, options)
 
