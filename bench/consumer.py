@@ -25,6 +25,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 
+from bench.procstat import tree_cpu_seconds
 from schemas import kafka_headers as h
 from service.db.engine import make_engine
 from service.db.migrate import upgrade
@@ -183,6 +184,7 @@ def main() -> None:
         try:
             ids = [e["id"] for e in backlog]
             elapsed, _ = asyncio.run(_wait_settled(services.database_url, ids))
+            cpu = sum(tree_cpu_seconds(c.pid) for c in consumers)  # start-up included
             print(
                 f"machine: {os.cpu_count()} cores; consumer: {args.consumers} process(es) of "
                 f"{load_settings().consumer_concurrency} batches in flight, batches of up to "
@@ -190,7 +192,7 @@ def main() -> None:
             )
             print(
                 f"backlog of {len(ids):,} events applied      {len(ids) / elapsed:>9,.0f} "
-                f"events/s  ({elapsed:.1f} s)",
+                f"events/s  ({elapsed:.1f} s; consumer CPU {cpu * 1e6 / len(ids):.0f} us/event)",
                 flush=True,
             )
 

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from bench.procstat import tree_cpu_seconds
 from service.db.migrate import upgrade
 from service.kafka.config import producer_options
 from service.kafka.topics import CLEVER_EVENTS, ensure_topics
@@ -78,23 +79,6 @@ def _metric(port: int, name: str, labels: str) -> float:
     return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
 
 
-def _tree_cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process and its children so far: the API's cost per event
-    is steadier than its rate on a machine whose other tenants come and go."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry.name) == pid or int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
 def _wrk(
     port: int, bodies: list[bytes], *, connections: int, seconds: float, home: Path, api_pid: int
 ) -> dict[str, Any]:
@@ -108,7 +92,7 @@ def _wrk(
             line = "\t".join([h["webhook-id"], h["webhook-timestamp"], h["webhook-signature"]])
             out.write(line.encode() + b"\t" + body + b"\n")
     before = {o: _metric(port, "roster_webhook_events_total", f'outcome="{o}"') for o in OUTCOMES}
-    cpu_before = _tree_cpu_seconds(api_pid)
+    cpu_before = tree_cpu_seconds(api_pid)
     done = subprocess.run(
         [
             "wrk",
@@ -125,7 +109,7 @@ def _wrk(
         capture_output=True,
         check=True,
     )
-    figures: dict[str, Any] = {"api_cpu_s": _tree_cpu_seconds(api_pid) - cpu_before}
+    figures: dict[str, Any] = {"api_cpu_s": tree_cpu_seconds(api_pid) - cpu_before}
     requests.unlink()
     figures |= orjson.loads(done.stdout.decode().strip().splitlines()[-1])
     for o in OUTCOMES:
