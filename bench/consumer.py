@@ -25,7 +25,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 
-from bench.procstat import tree_cpu_seconds
+from bench.procstat import loop_seconds, tree_cpu_seconds
 from schemas import kafka_headers as h
 from service.db.engine import make_engine
 from service.db.migrate import upgrade
@@ -186,7 +186,8 @@ def main() -> None:
             elapsed, _ = asyncio.run(_wait_settled(services.database_url, ids))
             cpu = sum(tree_cpu_seconds(c.pid) for c in consumers)  # start-up included
             print(
-                f"machine: {os.cpu_count()} cores; consumer: {args.consumers} process(es) of "
+                f"machine: {os.cpu_count()} cores, speed check {loop_seconds():.2f} s; "
+                f"consumer: {args.consumers} process(es) of "
                 f"{load_settings().consumer_concurrency} batches in flight, batches of up to "
                 f"{load_settings().consumer_max_batch}; broker and database on this machine\n"
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 
@@ -21,3 +22,13 @@ def tree_cpu_seconds(pid: int) -> float:
         if int(entry.name) == pid or int(fields[1]) == pid:
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
+
+
+def loop_seconds() -> float:
+    """Seconds for a fixed pure-Python loop: how fast this shared machine is right now (on an
+    idle one about 0.5 s; runs made while it reads much higher are slowed by other tenants)."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(10_000_000):
+        total += i
+    return time.perf_counter() - started

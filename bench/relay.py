@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.procstat import loop_seconds
 from schemas.roster_changes import CHANGES_TOPIC
 from service.db.engine import make_engine
 from service.db.migrate import upgrade
@@ -158,7 +159,8 @@ def main() -> None:
                 try:
                     rate = await _drain(engine, args.backlog)
                     print(
-                        f"machine: {os.cpu_count()} cores; 1 relay process, rounds of up to "
+                        f"machine: {os.cpu_count()} cores, speed check {loop_seconds():.2f} s; "
+                        f"1 relay process, rounds of up to "
                         f"{load_settings().relay_batch}; broker and database on this machine\n"
                     )
                     print(f"backlog of {args.backlog:,} drained         {rate:>9,.0f} messages/s")

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench.procstat import tree_cpu_seconds
+from bench.procstat import loop_seconds, tree_cpu_seconds
 from service.db.migrate import upgrade
 from service.kafka.config import producer_options
 from service.kafka.topics import CLEVER_EVENTS, ensure_topics
@@ -246,7 +246,8 @@ def main() -> None:
         try:
             wait_for(ready, timeout=60, what="API", alive=api)
             print(
-                f"machine: {os.cpu_count()} cores; API: {args.workers} worker process(es) "
+                f"machine: {os.cpu_count()} cores, speed check {loop_seconds():.2f} s; "
+                f"API: {args.workers} worker process(es) "
                 f"(uvicorn, uvloop); load: {args.load}; broker, database and load generator "
                 "on the same machine\n",
                 flush=True,
