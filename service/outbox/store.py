@@ -10,11 +10,13 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.db.packed import pack, unpacked
 from service.db.tables import OUTBOX_SHARDS
 from service.outbox.changes import Outgoing
 
@@ -61,26 +63,34 @@ async def append(conn: AsyncConnection, messages: Sequence[Outgoing]) -> None:
         stream = (m.topic, m.key)
         sequences.append(following[stream])
         following[stream] += 1
+    columns = {
+        "topics": [m.topic for m in messages],
+        "keys": [m.key for m in messages],
+        "types": [m.type for m in messages],
+        "districts": [m.district_id for m in messages],
+        "data": [orjson.dumps(m.data).decode() for m in messages],
+    }
+    params: dict[str, Any] = {
+        "shards": [shard_of(m.key) for m in messages],
+        "sequences": sequences,
+    }
+    sources: dict[str, str] = {}
+    for name, values in columns.items():  # one packed string per column where it can be
+        packed = pack(values)
+        params[name] = values if packed is None else packed
+        sources[name] = f"CAST(:{name} AS text[])" if packed is None else unpacked(f":{name}")
     await conn.execute(
         text(
-            """
+            f"""
             INSERT INTO outbox (topic, message_key, shard, type, district_id, sequence, data)
             SELECT t, k, s, ty, di, se, CAST(d AS jsonb) || jsonb_build_object('sequence', se)
-              FROM unnest(CAST(:topics AS text[]), CAST(:keys AS text[]),
-                          CAST(:shards AS smallint[]), CAST(:types AS text[]),
-                          CAST(:districts AS text[]), CAST(:sequences AS bigint[]),
-                          CAST(:data AS text[])) AS u(t, k, s, ty, di, se, d)
+              FROM unnest({sources["topics"]}, {sources["keys"]},
+                          CAST(:shards AS smallint[]), {sources["types"]},
+                          {sources["districts"]}, CAST(:sequences AS bigint[]),
+                          {sources["data"]}) AS u(t, k, s, ty, di, se, d)
             """
         ),
-        {
-            "topics": [m.topic for m in messages],
-            "keys": [m.key for m in messages],
-            "shards": [shard_of(m.key) for m in messages],
-            "types": [m.type for m in messages],
-            "districts": [m.district_id for m in messages],
-            "sequences": sequences,
-            "data": [orjson.dumps(m.data).decode() for m in messages],
-        },
+        params,
     )
     await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
 

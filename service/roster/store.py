@@ -14,6 +14,7 @@ from sqlalchemy import BindParameter, DateTime, Table, Text, any_, bindparam, de
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.db.packed import pack, unpacked
 from service.db.tables import RECORD_TABLES, event_log, section_members, user_schools
 from service.roster.rules import Version
 
@@ -82,28 +83,41 @@ async def section_students(conn: AsyncConnection, ids: Sequence[str]) -> dict[st
 _ARRAY_TYPES = {"TEXT": "text", "BOOLEAN": "boolean", "INTEGER": "int", "BIGINT": "bigint"}
 
 
-def _unnest(table: Table, columns: Sequence[str], overrides: dict[str, str]) -> tuple[str, str]:
+def _is_text(table: Table, name: str, overrides: dict[str, str]) -> bool:
+    """Columns that travel as text: plain text, and JSONB, text arrays and overridden columns,
+    which are sent as text and cast back."""
+    column_type = table.c[name].type
+    return (
+        name in overrides or isinstance(column_type, (JSONB, ARRAY)) or str(column_type) == "TEXT"
+    )
+
+
+def _unnest(
+    table: Table, columns: Sequence[str], overrides: dict[str, str], packed: set[str]
+) -> tuple[str, str]:
     """`(unnest arguments, select list)` for inserting many rows as one statement: each column
-    travels as one array parameter, so PostgreSQL plans and runs a single INSERT ... SELECT
-    instead of one execution per row (the cost that dominated batch writes). JSONB values and
+    travels as one parameter, so PostgreSQL plans and runs a single INSERT ... SELECT instead
+    of one execution per row (the cost that dominated batch writes). Text columns go packed
+    into one string where they can (service/db/packed.py), else as arrays; JSONB values and
     text arrays travel as text and are cast back."""
     args, select_list = [], []
     for i, name in enumerate(columns):
         column_type = table.c[name].type
-        if name in overrides:
+        if name in packed:
+            args.append(unpacked(f":c{i}"))
+        elif _is_text(table, name, overrides):
             args.append(f"CAST(:c{i} AS text[])")
-            select_list.append(overrides[name].format(c=f"c{i}"))
-        elif isinstance(column_type, JSONB):
-            args.append(f"CAST(:c{i} AS text[])")
-            select_list.append(f"CAST(c{i} AS jsonb)")
-        elif isinstance(column_type, ARRAY):
-            args.append(f"CAST(:c{i} AS text[])")
-            select_list.append(f"CAST(c{i} AS text[])")
         elif isinstance(column_type, DateTime):
             args.append(f"CAST(:c{i} AS timestamptz[])")
-            select_list.append(f"c{i}")
         else:
             args.append(f"CAST(:c{i} AS {_ARRAY_TYPES[str(column_type)]}[])")
+        if name in overrides:
+            select_list.append(overrides[name].format(c=f"c{i}"))
+        elif isinstance(column_type, JSONB):
+            select_list.append(f"CAST(c{i} AS jsonb)")
+        elif isinstance(column_type, ARRAY):
+            select_list.append(f"CAST(c{i} AS text[])")
+        else:
             select_list.append(f"c{i}")
     aliases = ", ".join(f"c{i}" for i in range(len(columns)))
     return f"unnest({', '.join(args)}) AS u({aliases})", ", ".join(select_list)
@@ -142,10 +156,16 @@ async def insert_rows(
         return
     overrides = overrides or {}
     columns = list(rows[0])
-    source, select_list = _unnest(table, columns, overrides)
-    params = {
-        f"c{i}": _column_values(table, name, rows, overrides) for i, name in enumerate(columns)
-    }
+    params: dict[str, Any] = {}
+    packed: set[str] = set()
+    for i, name in enumerate(columns):
+        values = _column_values(table, name, rows, overrides)
+        if _is_text(table, name, overrides) and (one := pack(values)) is not None:
+            params[f"c{i}"] = one
+            packed.add(name)
+        else:
+            params[f"c{i}"] = values
+    source, select_list = _unnest(table, columns, overrides, packed)
     await conn.execute(
         text(
             f"INSERT INTO {table.name} AS t ({', '.join(columns)}) "
