@@ -1,12 +1,12 @@
 """Many text values as one parameter, for the batch statements' `unnest(...)` columns.
 
 A Python list sent as a `text[]` parameter costs asyncpg a few abstract-base-class checks per
-element (it tests whether each element is itself a nested array) before encoding it: with tens
-of elements per event over several statements, that was about a tenth of the consumer's CPU.
-Joined into one string (in C) and split by PostgreSQL with `string_to_array`, the same column
-costs one parameter. The unit separator (U+001F) cannot appear in JSON text or in ids; a value
-that holds one anyway, or equals the NULL marker, makes `pack` decline and the caller sends the
-list as before.
+element (it tests whether each element is itself a nested array) before encoding it, and a consumer
+batch sends tens of elements per event. Joined into one string (in C) and split by PostgreSQL with
+`string_to_array`, the same column costs one parameter: writing 2,000 event-log rows took 7.6
+instead of 10.3 us of the consumer's CPU per row. The unit separator (U+001F) cannot appear in JSON
+text or in ids; a value that holds one anyway, or equals the NULL marker, makes `pack` decline and
+the caller sends the list as before.
 """
 
 from __future__ import annotations

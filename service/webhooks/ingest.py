@@ -38,6 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schemas import kafka_headers as h
+from service.db.packed import pack, unpacked
 from service.db.uow import UnitOfWork
 from service.kafka.gateway import KafkaGateway
 from service.kafka.topics import CLEVER_EVENTS
@@ -63,6 +64,20 @@ _CLAIM = text(
     bindparam("sources", type_=ARRAY(Text)),
     bindparam("received", type_=ARRAY(TIMESTAMP(timezone=True))),
 )
+# The same, with the text columns packed into one string each (service/db/packed.py): what a
+# page of 100 events costs the door in parameter encoding drops from 400 elements to 4 values.
+_CLAIM_PACKED = text(
+    f"""
+    INSERT INTO event_log (event_id, type, district_id, source, status, received_at)
+    SELECT id, type, district, source, 'accepted', received
+    FROM unnest({unpacked(":ids")}, {unpacked(":types")}, {unpacked(":districts")},
+                {unpacked(":sources")}, :received)
+        AS claim(id, type, district, source, received)
+    ORDER BY id
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+    """
+).bindparams(bindparam("received", type_=ARRAY(TIMESTAMP(timezone=True))))
 _RELEASE = text("DELETE FROM event_log WHERE event_id = ANY(:ids)").bindparams(
     bindparam("ids", type_=ARRAY(Text))
 )
@@ -115,16 +130,18 @@ async def _claim(
     # Sorted ids: concurrent batches sharing ids lock rows in the same order, so never deadlock.
     ids = sorted(events)
     rows = [events[eid] for eid in ids]
-    result = await connection.execute(
-        _CLAIM,
-        {
-            "ids": ids,
-            "types": [p.event.type for p, _ in rows],
-            "districts": [p.district_id for p, _ in rows],
-            "sources": [d.source for _, d in rows],
-            "received": [d.received_at for _, d in rows],
-        },
-    )
+    columns: dict[str, list[str]] = {
+        "ids": ids,
+        "types": [p.event.type for p, _ in rows],
+        "districts": [p.district_id for p, _ in rows],
+        "sources": [d.source for _, d in rows],
+    }
+    received = [d.received_at for _, d in rows]
+    packed = {name: pack(values) for name, values in columns.items()}
+    if all(value is not None for value in packed.values()):
+        result = await connection.execute(_CLAIM_PACKED, {**packed, "received": received})
+    else:  # a value that cannot be packed (validated ids and types never are)
+        result = await connection.execute(_CLAIM, {**columns, "received": received})
     return {row[0] for row in result}
 
 
