@@ -18,7 +18,7 @@ NULL = "\x1e"  # ASCII record separator, standing for SQL NULL
 
 
 def pack(values: Sequence[str | None]) -> str | None:
-    """The values as one string for `unpacked(...)`, or None if they cannot be packed."""
+    """The values as one string for `text_array`'s SQL, or None if they cannot be packed."""
     if not values or NULL in values:
         return None
     if None in values:
@@ -31,6 +31,10 @@ def pack(values: Sequence[str | None]) -> str | None:
     return joined
 
 
-def unpacked(parameter: str) -> str:
-    """SQL for the text[] a packed parameter (`:name`) stands for."""
-    return f"string_to_array(CAST({parameter} AS text), chr(31), chr(30))"
+def text_array(name: str, values: Sequence[str | None]) -> tuple[str, str | list[str | None]]:
+    """SQL for the text[] that the parameter `:name` carries, and the value to bind to it:
+    the values packed into one string where they can be, else the list itself."""
+    packed = pack(values)
+    if packed is None:
+        return f"CAST(:{name} AS text[])", list(values)
+    return f"string_to_array(CAST(:{name} AS text), chr(31), chr(30))", packed

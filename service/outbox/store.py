@@ -16,7 +16,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db.packed import pack, unpacked
+from service.db.packed import text_array
 from service.db.tables import OUTBOX_SHARDS
 from service.outbox.changes import Outgoing
 
@@ -75,10 +75,8 @@ async def append(conn: AsyncConnection, messages: Sequence[Outgoing]) -> None:
         "sequences": sequences,
     }
     sources: dict[str, str] = {}
-    for name, values in columns.items():  # one packed string per column where it can be
-        packed = pack(values)
-        params[name] = values if packed is None else packed
-        sources[name] = f"CAST(:{name} AS text[])" if packed is None else unpacked(f":{name}")
+    for name, values in columns.items():
+        sources[name], params[name] = text_array(name, values)
     await conn.execute(
         text(
             f"""

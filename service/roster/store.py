@@ -14,7 +14,7 @@ from sqlalchemy import BindParameter, DateTime, Table, Text, any_, bindparam, de
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db.packed import pack, unpacked
+from service.db.packed import text_array
 from service.db.tables import RECORD_TABLES, event_log, section_members, user_schools
 from service.roster.rules import Version
 
@@ -93,7 +93,7 @@ def _is_text(table: Table, name: str, overrides: dict[str, str]) -> bool:
 
 
 def _unnest(
-    table: Table, columns: Sequence[str], overrides: dict[str, str], packed: set[str]
+    table: Table, columns: Sequence[str], overrides: dict[str, str], text_sql: dict[str, str]
 ) -> tuple[str, str]:
     """`(unnest arguments, select list)` for inserting many rows as one statement: each column
     travels as one parameter, so PostgreSQL plans and runs a single INSERT ... SELECT instead
@@ -103,10 +103,8 @@ def _unnest(
     args, select_list = [], []
     for i, name in enumerate(columns):
         column_type = table.c[name].type
-        if name in packed:
-            args.append(unpacked(f":c{i}"))
-        elif _is_text(table, name, overrides):
-            args.append(f"CAST(:c{i} AS text[])")
+        if name in text_sql:
+            args.append(text_sql[name])
         elif isinstance(column_type, DateTime):
             args.append(f"CAST(:c{i} AS timestamptz[])")
         else:
@@ -157,15 +155,14 @@ async def insert_rows(
     overrides = overrides or {}
     columns = list(rows[0])
     params: dict[str, Any] = {}
-    packed: set[str] = set()
+    text_sql: dict[str, str] = {}  # the text columns' unnest arguments
     for i, name in enumerate(columns):
         values = _column_values(table, name, rows, overrides)
-        if _is_text(table, name, overrides) and (one := pack(values)) is not None:
-            params[f"c{i}"] = one
-            packed.add(name)
+        if _is_text(table, name, overrides):
+            text_sql[name], params[f"c{i}"] = text_array(f"c{i}", values)
         else:
             params[f"c{i}"] = values
-    source, select_list = _unnest(table, columns, overrides, packed)
+    source, select_list = _unnest(table, columns, overrides, text_sql)
     await conn.execute(
         text(
             f"INSERT INTO {table.name} AS t ({', '.join(columns)}) "
