@@ -47,6 +47,16 @@ async def _rows(conn: AsyncConnection, sql: str, ids: Iterable[str]) -> list[Any
     return list(await conn.execute(text(sql), {"ids": ids}))
 
 
+async def _student_links(
+    conn: AsyncConnection, sql: str, ids: Iterable[str]
+) -> dict[str, set[str]]:
+    """`{student: {linked id}}` from a query of (student id, linked id) rows."""
+    links: dict[str, set[str]] = {}
+    for student_id, linked in await _rows(conn, sql, ids):
+        links.setdefault(student_id, set()).add(linked)
+    return links
+
+
 async def _deleted(conn: AsyncConnection, table: str, ids: Iterable[str]) -> set[str]:
     """Those of `ids` whose record in `table` (schools or districts) is a tombstone."""
     sql = f"SELECT id FROM {table} WHERE deleted AND id = ANY(CAST(:ids AS text[]))"
@@ -70,14 +80,12 @@ async def load_world(
              FROM users WHERE id = ANY(CAST(:ids AS text[]))""",
         students,
     )
-    role_schools: dict[str, set[str]] = {}
-    for user_id, school_id in await _rows(
+    role_schools = await _student_links(
         conn,
         "SELECT user_id, school_id FROM user_schools "
         "WHERE role = 'student' AND user_id = ANY(CAST(:ids AS text[]))",
         students,
-    ):
-        role_schools.setdefault(user_id, set()).add(school_id)
+    )
     people = {
         u.id: Person(
             known=True,
@@ -91,14 +99,12 @@ async def load_world(
         )
         for u in users
     }
-    memberships: dict[str, set[str]] = {}
-    for user_id, section_id in await _rows(
+    memberships = await _student_links(
         conn,
         "SELECT user_id, section_id FROM section_members "
         "WHERE role = 'student' AND user_id = ANY(CAST(:ids AS text[]))",
         students,
-    ):
-        memberships.setdefault(user_id, set()).add(section_id)
+    )
     if members_of is None:
         members_of = await section_students(conn, sorted(sections))
     all_sections = sections | {s for linked in memberships.values() for s in linked}
