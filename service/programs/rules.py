@@ -297,8 +297,15 @@ def replay(
     catalog: Catalog,
     active: Mapping[str, ActiveAlert],
 ) -> list[Step]:
-    """Applies the changes in order and runs the rule after each for the students it affects."""
-    assignments = list(assignments)
+    """Applies the changes in order and runs the rule after each for the students it affects.
+
+    Only single-school programs can put a student in conflict, so only their assignments are
+    looked at; with none in scope and no alert open, nothing can change and the replay ends
+    at once (most batches: their districts hold no such program), leaving `world` as it was.
+    """
+    assignments = [a for a in assignments if a.program in catalog.single_school]
+    if not assignments and not active:
+        return []
     current = dict(active)
     steps: list[Step] = []
     opened = 0

@@ -218,3 +218,36 @@ def test_replay_updates_a_stored_alert_and_a_user_record_fills_a_placeholder() -
         ("p1", Action.OPEN, "new:1"),
     ]
     assert steps[0].conflict.school_ids == ("A", "B", "C")
+
+
+OTHER_AT_A = Assignment("as2", "imagine_math_facts", "school", "A")
+
+
+def _batch() -> tuple[World, list[Change]]:
+    world = _world(("SB", "B", frozenset()))
+    changes: list[Change] = [
+        SectionChange("e1", "SB", SectionState("B", False, frozenset({"s1"}))),
+        SectionChange("e2", "SB", SectionState("B", False, frozenset())),
+    ]
+    return world, changes
+
+
+def test_replay_ignores_programs_without_the_single_school_rule() -> None:
+    world, changes = _batch()
+    with_other = replay(world, changes, [MATH_AT_A, OTHER_AT_A], CATALOG, {})
+    world, changes = _batch()
+    assert with_other == replay(world, changes, [MATH_AT_A], CATALOG, {})
+    assert [s.action for s in with_other] == [Action.OPEN, Action.RESOLVE]
+    assert all(code == "mypath_math" for s in with_other for code in s.conflict.program_codes)
+
+
+def test_replay_without_single_school_assignments_only_resolves_stored_alerts() -> None:
+    """With no single-school program in scope no one can be in conflict: nothing opens, and an
+    alert still open (its assignment removed meanwhile) resolves at the first event that
+    reaches its student."""
+    world, changes = _batch()
+    assert replay(world, changes, [OTHER_AT_A], CATALOG, {}) == []
+    world, changes = _batch()
+    stored = ActiveAlert("al1", "open", Conflict(("A", "B"), (("mypath_math", (MATH_AT_A,)),)))
+    steps = replay(world, changes, [OTHER_AT_A], CATALOG, {"s1": stored})
+    assert [(s.action, s.alert, s.trigger) for s in steps] == [(Action.RESOLVE, "al1", "e1")]
