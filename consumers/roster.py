@@ -128,11 +128,14 @@ class RosterApplier:
     def committed(self, result: object) -> None:
         rows, skipped = cast("tuple[list[dict[str, Any]], int]", result)
         now = datetime.now(UTC)
+        counts: dict[str, int] = {"skipped": skipped}
         for row in rows:
-            APPLIED.labels(row["status"]).inc()
-            if row["status"] != "dead_lettered":
+            status = row["status"]
+            counts[status] = counts.get(status, 0) + 1
+            if status != "dead_lettered":
                 APPLY_LATENCY.observe(max(0.0, (now - row["received_at"]).total_seconds()))
-        APPLIED.labels("skipped").inc(skipped)
+        for status, count in counts.items():  # one labelled increment per status, not per row
+            APPLIED.labels(status).inc(count)
 
     async def _apply_one_by_one(
         self, uow: UnitOfWork, todo: Sequence[Decoded]
