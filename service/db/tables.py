@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB
 
 metadata = MetaData()
 
@@ -48,7 +48,12 @@ event_log = Table(
     Index("event_log_district_received", "district_id", "received_at"),
 )
 
-Index("event_log_status", event_log.c.status)
+# Dead letters only (migration 0005): what an operator looks for; applied events cost no entry.
+Index(
+    "event_log_dead_lettered",
+    event_log.c.received_at,
+    postgresql_where=text("status = 'dead_lettered'"),
+)
 
 
 def _record_table(kind: str, *extra: Column[object]) -> Table:
@@ -124,7 +129,7 @@ outbox = Table(
     Column("type", Text, nullable=False),
     Column("district_id", Text, nullable=False),
     Column("sequence", BigInteger, nullable=False),
-    Column("data", JSONB, nullable=False),
+    Column("data", JSON, nullable=False),  # written once, read once as text (migration 0005)
     Column("written_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("sent_at", DateTime(timezone=True)),
     Index("outbox_pending", "id", postgresql_where=text("sent_at IS NULL")),

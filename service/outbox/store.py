@@ -68,7 +68,10 @@ async def append(conn: AsyncConnection, messages: Sequence[Outgoing]) -> None:
         "keys": [m.key for m in messages],
         "types": [m.type for m in messages],
         "districts": [m.district_id for m in messages],
-        "data": [orjson.dumps(m.data).decode() for m in messages],
+        "data": [
+            orjson.dumps({**m.data, "sequence": seq}).decode()
+            for m, seq in zip(messages, sequences, strict=True)
+        ],
     }
     params: dict[str, Any] = {
         "shards": [shard_of(m.key) for m in messages],
@@ -81,7 +84,7 @@ async def append(conn: AsyncConnection, messages: Sequence[Outgoing]) -> None:
         text(
             f"""
             INSERT INTO outbox (topic, message_key, shard, type, district_id, sequence, data)
-            SELECT t, k, s, ty, di, se, CAST(d AS jsonb) || jsonb_build_object('sequence', se)
+            SELECT t, k, s, ty, di, se, CAST(d AS json)
               FROM unnest({sources["topics"]}, {sources["keys"]},
                           CAST(:shards AS smallint[]), {sources["types"]},
                           {sources["districts"]}, CAST(:sequences AS bigint[]),
