@@ -53,8 +53,10 @@ class Settings(BaseSettings):
     # Consumer batching.
     consumer_group: str = "roster-consumer"
     consumer_max_batch: int = Field(2000, ge=1)
-    # Transactions a consumer runs at once on one batch (its partitions split into groups).
-    consumer_concurrency: int = Field(2, ge=1, le=16)
+    # Transactions a consumer runs at once on one batch (its partitions split into groups). Four
+    # beat two by 7-35% in four interleaved backlog runs: more of the process's work overlaps the
+    # database's round trips.
+    consumer_concurrency: int = Field(4, ge=1, le=16)
     # Where `roster consume` serves its /metrics (0: not served).
     consumer_metrics_port: int = Field(9101, ge=0, le=65535)
 
