@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import shutil
 import signal
 import socket
@@ -43,6 +44,33 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port_pair() -> int:
+    """A port `p` such that `p` and `p + 1` are both free now, for a broker and its controller.
+
+    Taken below the kernel's ephemeral range: a port the kernel handed out and we released (what
+    `free_port` returns) can be given again to any outgoing connection before the broker binds it,
+    and `p + 1` was never reserved at all. Below that range nothing is assigned by chance."""
+    rng = random.SystemRandom()
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = rng.randrange(10_000, max(10_002, low - 1))
+        try:
+            with socket.socket() as first, socket.socket() as second:
+                first.bind(("127.0.0.1", port))
+                second.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no two consecutive free ports found")
 
 
 async def _answers_metadata(bootstrap: str) -> bool:
