@@ -40,12 +40,6 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _ephemeral_low() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
@@ -53,24 +47,28 @@ def _ephemeral_low() -> int:
         return 32768
 
 
-def free_port_pair() -> int:
-    """A port `p` such that `p` and `p + 1` are both free now, for a broker and its controller.
+def free_port(consecutive: int = 1) -> int:
+    """A port `p` such that `p` .. `p + consecutive - 1` are all free now (a broker and its
+    controller take two).
 
-    Taken below the kernel's ephemeral range: a port the kernel handed out and we released (what
-    `free_port` returns) can be given again to any outgoing connection before the broker binds it,
-    and `p + 1` was never reserved at all. Below that range nothing is assigned by chance."""
+    Taken below the kernel's ephemeral range, not by binding port 0: a port the kernel hands out
+    and we release can be given again to any outgoing connection before our server binds it (and
+    `p + 1` would not be reserved at all). Below that range nothing takes a port by chance."""
     rng = random.SystemRandom()
-    low = _ephemeral_low()
+    high = max(10_000 + consecutive, _ephemeral_low() - consecutive)
     for _ in range(200):
-        port = rng.randrange(10_000, max(10_002, low - 1))
+        port = rng.randrange(10_000, high)
+        sockets = [socket.socket() for _ in range(consecutive)]
         try:
-            with socket.socket() as first, socket.socket() as second:
-                first.bind(("127.0.0.1", port))
-                second.bind(("127.0.0.1", port + 1))
+            for offset, sock in enumerate(sockets):
+                sock.bind(("127.0.0.1", port + offset))
         except OSError:
             continue
+        finally:
+            for sock in sockets:
+                sock.close()
         return port
-    raise RuntimeError("no two consecutive free ports found")
+    raise RuntimeError(f"no {consecutive} consecutive free ports found")
 
 
 async def _answers_metadata(bootstrap: str) -> bool:

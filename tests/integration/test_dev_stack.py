@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from service.local.kafka import free_port, free_port_pair
+from service.local.kafka import free_port
 from service.paths import project_root
 
 
@@ -46,7 +46,7 @@ def dev_home(tmp_path: Path) -> Path:
 def _start(home: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     # The broker's controller takes the next port: a pair both free, outside the range the
     # kernel hands to outgoing connections (this test's own polling among them).
-    http_port, kafka_port, metrics_port = free_port(), free_port_pair(), free_port()
+    http_port, kafka_port, metrics_port = free_port(), free_port(2), free_port()
     env = {
         k: v
         for k, v in os.environ.items()

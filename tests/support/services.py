@@ -20,7 +20,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from service.db.engine import normalise_url
-from service.local.kafka import LocalKafka, free_port_pair
+from service.local.kafka import LocalKafka, free_port
 from service.local.postgres import LocalPostgres
 from service.local.process import ManagedProcess
 from service.paths import project_root
@@ -86,7 +86,7 @@ def session_services() -> Iterator[Services]:
         if configured_kafka:
             bootstrap = configured_kafka
         else:
-            port = free_port_pair()
+            port = free_port(consecutive=2)
             local_kafka = LocalKafka(home, port, controller_port=port + 1)
             kafka_proc = local_kafka.start()
             started.append(kafka_proc)
