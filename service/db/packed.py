@@ -31,10 +31,14 @@ def pack(values: Sequence[str | None]) -> str | None:
     return joined
 
 
-def text_array(name: str, values: Sequence[str | None]) -> tuple[str, str | list[str | None]]:
-    """SQL for the text[] that the parameter `:name` carries, and the value to bind to it:
-    the values packed into one string where they can be, else the list itself."""
+def text_array(
+    name: str, values: Sequence[str | None], *, placeholder: str | None = None
+) -> tuple[str, str | list[str | None]]:
+    """SQL for the text[] that the parameter `:name` carries (or `placeholder`, such as the
+    driver's `$1`), and the value to bind to it: the values packed into one string where they
+    can be, else the list itself."""
+    param = placeholder or f":{name}"
     packed = pack(values)
     if packed is None:
-        return f"CAST(:{name} AS text[])", list(values)
-    return f"string_to_array(CAST(:{name} AS text), chr(31), chr(30))", packed
+        return f"CAST({param} AS text[])", list(values)
+    return f"string_to_array(CAST({param} AS text), chr(31), chr(30))", packed

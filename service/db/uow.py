@@ -7,8 +7,11 @@ exception anywhere (a failed publish, a bad event) leaves no partial write behin
 
 from __future__ import annotations
 
+import asyncio
 from types import TracebackType
+from typing import Any
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 
@@ -47,3 +50,105 @@ class UnitOfWork:
             if self._connection is not None:
                 await self._connection.close()
             self._connection = self._transaction = None
+
+
+# What a statement sent through the driver can raise when the database fails.
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+)
+# Those after which the server is gone for every pooled connection (a restart, a failover,
+# connections terminated): SQLAlchemy's own disconnect handling, for statements it did not see.
+_DISCONNECTS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InterfaceError,
+    OSError,
+)
+
+
+class DriverUnitOfWork:
+    """A unit of work whose statements go straight to the driver (asyncpg): for the webhook
+    door's claim, the hottest transaction there is. SQLAlchemy's execution layer cost about
+    300-450 us of CPU per door transaction (begin, one insert, commit), more than the driver's
+    own work (about 300 us). Same pool, same rule: leaving without `commit()` rolls back.
+
+    A driver-level failure that means the server dropped its connections replaces the pool, as
+    SQLAlchemy does on a disconnect it sees, so one dead connection costs one failed
+    transaction rather than one per pooled connection.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._connection: AsyncConnection | None = None
+        self._driver: Any = None
+        self._transaction: Any = None
+        self._finished = False
+
+    @property
+    def driver(self) -> Any:
+        """The asyncpg connection (statements take `$1`-style parameters)."""
+        if self._driver is None:
+            raise RuntimeError("the unit of work is not open")
+        return self._driver
+
+    async def __aenter__(self) -> DriverUnitOfWork:
+        self._connection = await self._engine.connect()
+        try:
+            self._driver = (await self._connection.get_raw_connection()).driver_connection
+            transaction = self._driver.transaction()
+            await transaction.start()
+        except BaseException as exc:
+            await self._discard(exc)
+            raise
+        self._transaction = transaction
+        return self
+
+    async def commit(self) -> None:
+        if self._transaction is None or self._finished:
+            raise RuntimeError("no open transaction to commit")
+        self._finished = True  # committed or not, the transaction is over
+        await self._transaction.commit()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None and isinstance(
+            exc, (*DRIVER_ERRORS, TimeoutError, asyncio.CancelledError)
+        ):
+            await self._discard(exc)  # a statement failed or was cut short: never back to the pool
+            return
+        try:
+            if self._transaction is not None and not self._finished:
+                self._finished = True
+                await self._transaction.rollback()
+        except asyncio.CancelledError as cancelled:
+            await self._discard(cancelled)
+            raise
+        except Exception as failure:
+            # Closing the connection ends the transaction on the server just as well; whatever
+            # the block raised goes on unchanged.
+            await self._discard(failure)
+            return
+        await self._close()
+
+    async def _discard(self, exc: BaseException) -> None:
+        connection = self._connection
+        self._connection = self._driver = self._transaction = None
+        if connection is None:
+            return
+        try:
+            await connection.invalidate(exc if isinstance(exc, Exception) else None)
+        finally:
+            if isinstance(exc, _DISCONNECTS):
+                await self._engine.dispose(close=False)
+
+    async def _close(self) -> None:
+        connection = self._connection
+        self._connection = self._driver = self._transaction = None
+        if connection is not None:
+            await connection.close()
