@@ -16,9 +16,15 @@ class ClientGone(Exception):
 async def read_limited(receive: Receive, declared_length: bytes | None, limit: int) -> bytes:
     if declared_length is not None and declared_length.isdigit() and int(declared_length) > limit:
         raise BodyTooLarge  # refused before a byte of the body is read
+    first = await receive()
+    if first["type"] == "http.request" and not first.get("more_body", False):
+        body: bytes = first.get("body", b"")  # the whole body in one message: no copy
+        if len(body) > limit:
+            raise BodyTooLarge
+        return body
     buffer = bytearray()
+    message = first
     while True:
-        message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone
         buffer += message.get("body", b"")
@@ -26,3 +32,4 @@ async def read_limited(receive: Receive, declared_length: bytes | None, limit: i
             raise BodyTooLarge  # an undeclared (chunked) or endless body stops here
         if not message.get("more_body", False):
             return bytes(buffer)
+        message = await receive()
