@@ -169,6 +169,36 @@ async def _raw_producer(
     return len(values) / elapsed
 
 
+async def _raw_open_loop(bootstrap: str, values: list[tuple[bytes, bytes]], rate: float) -> str:
+    """The raw producer at a constant rate, one record per send: acknowledgement latency from
+    each send's scheduled time (as the webhook's open loop counts), the broker's own share of
+    the webhook's latency goal."""
+    producer = AIOKafkaProducer(**producer_options(bootstrap))
+    await producer.start()
+    loop = asyncio.get_running_loop()
+    begin = loop.time() + 0.05
+    latencies: list[float] = []
+
+    async def one(i: int, key: bytes, value: bytes) -> None:
+        due = begin + i / rate
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        await (await producer.send(CLEVER_EVENTS.name, value=value, key=key))
+        latencies.append(loop.time() - due)
+
+    await asyncio.gather(*[one(i, k, v) for i, (k, v) in enumerate(values)])
+    await producer.stop()
+    return f"p50 {_pct(latencies, 0.5):6.1f} ms  p99 {_pct(latencies, 0.99):6.1f} ms"
+
+
+def _keyed(bodies: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """(district key, event) as the webhook publishes them: the same spread over partitions."""
+    keyed = []
+    for body in bodies:
+        obj = orjson.loads(body)["data"]["object"]
+        keyed.append((obj.get("district", obj["id"]).encode(), body))
+    return keyed
+
+
 def _report(name: str, result: dict[str, Any], events_per_request: int) -> float:
     lat = result["latencies"]
     ok = result["statuses"].get("202", 0)
@@ -315,18 +345,30 @@ def main() -> None:
                 1,
             )
 
-            raw_values = [(b"d" * 24, s) for s in _singles(factory, args.single)]
+            # Keyed by district as the webhook's events are: the same partitions, the same
+            # number of record batches per produce request.
+            raw_values = _keyed(_singles(factory, args.single))
             raw_single = asyncio.run(
                 _raw_producer(
                     services.kafka_bootstrap, raw_values, concurrency=args.connections, batch=1
                 )
             )
-            raw_page_values = [
-                (b"d" * 24, orjson.dumps(factory.event("sections.updated")))
-                for _ in range(args.pages * 100)
-            ]
+            districts = [factory.oid() for _ in range(50)]
+            raw_page_values = _keyed(
+                [
+                    orjson.dumps(factory.event("sections.updated", districts[i % 50]))
+                    for i in range(args.pages * 100)
+                ]
+            )
             raw_paged = asyncio.run(
                 _raw_producer(services.kafka_bootstrap, raw_page_values, concurrency=8, batch=100)
+            )
+            raw_open = asyncio.run(
+                _raw_open_loop(
+                    services.kafka_bootstrap,
+                    _keyed(_singles(factory, int(args.rate * 10))),
+                    args.rate,
+                )
             )
             print(
                 f"\nraw aiokafka, {args.connections} senders x 1 record   {raw_single:>9,.0f} "
@@ -336,6 +378,7 @@ def main() -> None:
                 f"raw aiokafka, 8 senders x 100 records  {raw_paged:>9,.0f} events/s   "
                 f"webhook/raw = {paged / raw_paged:.2f}"
             )
+            print(f"raw aiokafka, one record per send at {args.rate:,.0f}/s   {raw_open}")
             _ = statistics  # figures above; nothing asserted
         finally:
             api.stop()
