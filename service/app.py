@@ -13,6 +13,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import health
+from service.db.driver_pool import DriverPool, driver_dsn
 from service.db.engine import database_url, make_engine
 from service.events import routes as events_routes
 from service.gc_tuning import tune_gc
@@ -71,18 +72,19 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.webhook_keys = webhook_routes.webhook_keys(
             tuple(secret.get_secret_value() for secret in settings.webhook_secrets)
         )
-        # The door's own pool: slow queries never hold up ingest, and it skips the pre-ping
-        # round trip (a batch on a dead connection answers 503 and the sender retries).
-        ingest_engine = make_engine(database_url(settings), pool_size=5, pre_ping=False)
+        # The door's own driver connections: slow queries never hold up ingest, and there is
+        # no pre-ping round trip (a batch on a dead connection answers 503 and the sender
+        # retries on a fresh one).
+        ingest_pool = DriverPool(driver_dsn(database_url(settings)), size=5)
         app.state.ingestor = Ingestor(
-            ingest_engine, app.state.kafka, timeout=settings.publish_timeout_seconds
+            ingest_pool, app.state.kafka, timeout=settings.publish_timeout_seconds
         )
         try:
             yield
         finally:
             await app.state.ingestor.drain()
             await app.state.kafka.stop()
-            await ingest_engine.dispose()
+            await ingest_pool.close()
             await app.state.engine.dispose()
 
     # FastAPI's native OpenTelemetry is off: nothing here configures an SDK, and its per-request

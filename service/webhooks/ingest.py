@@ -34,9 +34,9 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas import kafka_headers as h
+from service.db.driver_pool import DriverPool
 from service.db.packed import text_array
 from service.db.uow import DRIVER_ERRORS, DriverUnitOfWork
 from service.kafka.gateway import KafkaGateway
@@ -157,7 +157,7 @@ class Ingestor:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        pool: DriverPool,
         kafka: KafkaGateway,
         *,
         timeout: float,
@@ -165,7 +165,7 @@ class Ingestor:
         max_batch_events: int = 5_000,
         max_concurrent_batches: int = 4,
     ) -> None:
-        self._engine = engine
+        self._pool = pool
         self._kafka = kafka
         self._timeout = timeout
         self._topic = topic
@@ -250,7 +250,7 @@ class Ingestor:
             try:
                 # Connecting counts against the deadline too: a hanging database is bounded.
                 async with asyncio.timeout_at(deadline):
-                    uow = await stack.enter_async_context(DriverUnitOfWork(self._engine))
+                    uow = await stack.enter_async_context(DriverUnitOfWork(self._pool))
                     claimed = await _claim(uow.driver, wanted)
             except _CLAIM_FAILURES as exc:
                 raise Unavailable("database", type(exc).__name__) from None
@@ -411,7 +411,7 @@ class Ingestor:
         self, eid: str, parsed: ParsedEvent, delivery: Delivery, future: SendFuture
     ) -> None:
         try:
-            async with DriverUnitOfWork(self._engine) as uow:
+            async with DriverUnitOfWork(self._pool) as uow:
                 await _claim(uow.driver, {eid: (parsed, delivery)})
                 await uow.commit()
         except _CLAIM_FAILURES:
