@@ -8,6 +8,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -384,6 +385,11 @@ async def test_every_accepted_event_is_on_the_topic_with_key_and_headers(
         assert record.headers["webhook-id"] == headers["webhook-id"]
         assert record.headers["received-at"].startswith("20")
     assert len({p.partition for p in published}) == 1  # one district, one partition, in order
+    # The event log's received time is the header's, to the microsecond.
+    for event in events:
+        status = (await api.client.get(f"/v1/events/{event['id']}", headers=ADMIN)).json()
+        received = datetime.fromisoformat(by_id[event["id"]].headers["received-at"])
+        assert datetime.fromisoformat(status["received_at"]) == received
 
 
 async def test_duplicates_are_counted_not_published(api: Api, services: Services) -> None:
