@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -31,6 +31,17 @@ def _die_with_parent(sig: int) -> Callable[[], None]:
                 os.kill(os.getpid(), sig)
 
     return setup
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Delays SIGINT and SIGTERM (they stay pending) until the block is over."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class ManagedProcess:
@@ -71,7 +82,11 @@ class ManagedProcess:
         return self.popen.pid
 
     def running(self) -> bool:
-        return self.popen.poll() is None
+        # `roster dev` stops by raising from its signal handler. Landing inside Popen.poll, that
+        # could leave Popen's internal lock held, and every later wait() on the process would
+        # then hang: the signals wait (blocked) until the poll is over.
+        with _signals_held():
+            return self.popen.poll() is None
 
     def stop(self, timeout: float = 30.0) -> int:
         """Sends the stop signal, waits up to `timeout`, then kills. Returns the exit code."""
