@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from service.db.driver_pool import DriverPool
+
+T = TypeVar("T")
+
+
+def _opened(connection: T | None) -> T:
+    if connection is None:
+        raise RuntimeError("the unit of work is not open")
+    return connection
 
 
 class UnitOfWork:
@@ -25,9 +33,7 @@ class UnitOfWork:
 
     @property
     def connection(self) -> AsyncConnection:
-        if self._connection is None:
-            raise RuntimeError("the unit of work is not open")
-        return self._connection
+        return _opened(self._connection)
 
     async def __aenter__(self) -> UnitOfWork:
         self._connection = await self._engine.connect()
@@ -81,9 +87,7 @@ class DriverUnitOfWork:
     @property
     def driver(self) -> Any:
         """The asyncpg connection (statements take `$1`-style parameters)."""
-        if self._driver is None:
-            raise RuntimeError("the unit of work is not open")
-        return self._driver
+        return _opened(self._driver)
 
     async def __aenter__(self) -> DriverUnitOfWork:
         self._driver = await self._pool.acquire()
