@@ -83,6 +83,7 @@ class DriverUnitOfWork:
         self._driver: Any = None
         self._transaction: Any = None
         self._finished = False
+        self._failure: BaseException | None = None
 
     @property
     def driver(self) -> Any:
@@ -104,7 +105,11 @@ class DriverUnitOfWork:
         if self._transaction is None or self._finished:
             raise RuntimeError("no open transaction to commit")
         self._finished = True  # committed or not, the transaction is over
-        await self._transaction.commit()
+        try:
+            await self._transaction.commit()
+        except BaseException as exc:
+            self._failure = exc  # even if the caller goes on: the connection is suspect
+            raise
 
     async def __aexit__(
         self,
@@ -112,10 +117,9 @@ class DriverUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is not None and isinstance(
-            exc, (*DRIVER_ERRORS, TimeoutError, asyncio.CancelledError)
-        ):
-            self._release(exc)  # a statement failed or was cut short: never back to the pool
+        failure = self._failure or _driver_failure(exc)
+        if failure is not None:
+            self._release(failure)  # a statement failed or was cut short: never back to the pool
             return
         try:
             if self._transaction is not None and not self._finished:
@@ -135,3 +139,15 @@ class DriverUnitOfWork:
         driver, self._driver, self._transaction = self._driver, None, None
         if driver is not None:
             self._pool.release(driver, failure)
+
+
+def _driver_failure(exc: BaseException | None) -> BaseException | None:
+    """The driver failure or timeout behind `exc`: itself, or what it was raised from or while
+    handling (the door turns a failed claim into its own `Unavailable`)."""
+    for _ in range(5):  # a chain is short; never follow a cycle
+        if exc is None:
+            return None
+        if isinstance(exc, (*DRIVER_ERRORS, TimeoutError, asyncio.CancelledError)):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None

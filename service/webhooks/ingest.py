@@ -33,7 +33,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
-from sqlalchemy.exc import SQLAlchemyError
 
 from schemas import kafka_headers as h
 from service.db.driver_pool import DriverPool
@@ -47,9 +46,8 @@ from service.webhooks.parse import ParsedEvent
 log = logging.getLogger(__name__)
 
 _RELEASE = "DELETE FROM event_log WHERE event_id = ANY($1::text[])"
-# A claim fails this way when the database is down or slow (checking a connection out of the
-# pool goes through SQLAlchemy; statements go to the driver).
-_CLAIM_FAILURES: tuple[type[BaseException], ...] = (TimeoutError, SQLAlchemyError, *DRIVER_ERRORS)
+# How a claim fails when the database is down or slow.
+_CLAIM_FAILURES: tuple[type[BaseException], ...] = (TimeoutError, *DRIVER_ERRORS)
 
 
 class Unavailable(Exception):

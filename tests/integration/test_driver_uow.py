@@ -3,6 +3,7 @@ commits only when told, and a failed or dropped connection never goes back to th
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -15,6 +16,7 @@ from service.db.uow import DRIVER_ERRORS, DriverUnitOfWork
 from tests.support.services import Services
 
 TABLE = "driver_uow_probe"
+DEFERRED = "driver_uow_deferred"
 
 
 @pytest.fixture
@@ -96,3 +98,25 @@ async def test_dropped_connections_cost_one_unit_at_most(
             assert value == "x"  # only a first unit may still find a dead connection
     assert kept >= {"y", "z"}
     assert await _values(engine) == kept
+
+
+async def _commit_fails_and_is_swallowed(door_pool: DriverPool) -> int:
+    async with DriverUnitOfWork(door_pool) as uow:
+        pid: int = await uow.driver.fetchval("SELECT pg_backend_pid()")
+        await uow.driver.execute(f"INSERT INTO {DEFERRED} VALUES (1), (1)")
+        with contextlib.suppress(asyncpg.UniqueViolationError):
+            await uow.commit()  # the deferred check fails here; the caller goes on
+    return pid
+
+
+async def test_a_connection_whose_commit_failed_never_goes_back(
+    door_pool: DriverPool, engine: AsyncEngine
+) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(text(f"DROP TABLE IF EXISTS {DEFERRED}"))
+        await conn.execute(
+            text(f"CREATE TABLE {DEFERRED} (v int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+        )
+    failed_pid = await _commit_fails_and_is_swallowed(door_pool)
+    async with DriverUnitOfWork(door_pool) as uow:
+        assert await uow.driver.fetchval("SELECT pg_backend_pid()") != failed_pid
