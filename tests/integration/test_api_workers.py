@@ -28,14 +28,18 @@ def _accepted(metrics: str) -> float:
 
 
 def _children(pid: int) -> set[int]:
+    """The worker processes of `pid`. Not multiprocessing's resource tracker, which the spawn
+    start method also runs as a child: it ends by itself once the supervisor has exited, a few
+    milliseconds later, and is no worker."""
     found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"resource_tracker" not in cmdline:
                 found.add(int(entry.name))
     return found
 
