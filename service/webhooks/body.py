@@ -16,20 +16,16 @@ class ClientGone(Exception):
 async def read_limited(receive: Receive, declared_length: bytes | None, limit: int) -> bytes:
     if declared_length is not None and declared_length.isdigit() and int(declared_length) > limit:
         raise BodyTooLarge  # refused before a byte of the body is read
-    first = await receive()
-    if first["type"] == "http.request" and not first.get("more_body", False):
-        body: bytes = first.get("body", b"")  # the whole body in one message: no copy
-        if len(body) > limit:
-            raise BodyTooLarge
-        return body
-    buffer = bytearray()
-    message = first
+    chunks: list[bytes] = []
+    size = 0
     while True:
+        message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone
-        buffer += message.get("body", b"")
-        if len(buffer) > limit:
+        chunk: bytes = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
             raise BodyTooLarge  # an undeclared (chunked) or endless body stops here
         if not message.get("more_body", False):
-            return bytes(buffer)
-        message = await receive()
+            return b"".join(chunks)  # one chunk (the usual case) comes back as is, not copied
