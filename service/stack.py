@@ -9,28 +9,24 @@ service/local/process.py).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from types import FrameType
 
 from service.kafka.config import bootstrap_servers
 from service.local.credentials import load_or_create
 from service.local.kafka import LocalKafka
 from service.local.postgres import LocalPostgres
-from service.local.process import ManagedProcess, wait_for
+from service.local.process import (
+    ManagedProcess,
+    StopRequested,
+    ignore_stop_signals,
+    raise_on_stop_signals,
+    wait_for,
+)
 from service.paths import local_home, project_root
 from service.settings import Settings
-
-
-class _Stop(Exception):
-    pass
-
-
-def _raise_stop(signum: int, _frame: FrameType | None) -> None:
-    raise _Stop(signal.Signals(signum).name)
 
 
 def _say(line: str) -> None:
@@ -47,8 +43,7 @@ def _http_ok(url: str) -> bool:
 
 def run_dev_stack(settings: Settings) -> int:
     """Runs until interrupted; returns the exit code (0 after an orderly stop)."""
-    signal.signal(signal.SIGINT, _raise_stop)
-    signal.signal(signal.SIGTERM, _raise_stop)
+    raise_on_stop_signals()
     home = local_home()
     started: list[ManagedProcess] = []
     code = 0
@@ -109,15 +104,13 @@ def run_dev_stack(settings: Settings) -> int:
                     _say(f"{proc.name} exited with code {proc.popen.returncode}; stopping")
                     return 1
             time.sleep(0.2)
-    except _Stop as stop:
+    except StopRequested as stop:
         _say(f"{stop} received; stopping")
     except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as exc:
         _say(f"failed: {exc}")
         code = 1
     finally:
-        # Nothing may interrupt the orderly stop itself.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        ignore_stop_signals()
         for proc in reversed(started):
             proc.stop()
         if started:

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import IO
 
 _PR_SET_PDEATHSIG = 1
@@ -33,15 +34,54 @@ def _die_with_parent(sig: int) -> Callable[[], None]:
     return setup
 
 
+class StopRequested(Exception):
+    """SIGINT or SIGTERM arrived while `raise_on_stop_signals` was in force."""
+
+
+# A stop signal's handler raises StopRequested wherever the main thread happens to be. Inside
+# Popen's bookkeeping that could leave its internal lock held, and every later wait() on that
+# child would hang, the orderly stop included. So sections that touch Popen defer the raise to
+# their end. The deferral is a Python flag, not a signal mask: a mask is per thread, and with any
+# other thread alive the kernel hands a process-directed signal to that thread instead, whose
+# C handler then trips the main thread's Python handler at some later, arbitrary point.
+_deferring = 0
+_pending: int | None = None
+
+
+def _on_stop_signal(signum: int, _frame: FrameType | None) -> None:
+    global _pending
+    if _deferring:
+        _pending = signum
+        return
+    raise StopRequested(signal.Signals(signum).name)
+
+
+def raise_on_stop_signals() -> None:
+    """From now on SIGINT and SIGTERM raise StopRequested in the main thread (never inside a
+    ManagedProcess's Popen bookkeeping)."""
+    signal.signal(signal.SIGINT, _on_stop_signal)
+    signal.signal(signal.SIGTERM, _on_stop_signal)
+
+
+def ignore_stop_signals() -> None:
+    """Nothing may interrupt what follows (an orderly stop): ignores, and forgets a deferred one."""
+    global _pending
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _pending = None
+
+
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Delays SIGINT and SIGTERM (they stay pending) until the block is over."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+def _stop_deferred() -> Iterator[None]:
+    global _deferring, _pending
+    _deferring += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        _deferring -= 1
+    if not _deferring and _pending is not None:
+        signum, _pending = _pending, None
+        raise StopRequested(signal.Signals(signum).name)
 
 
 class ManagedProcess:
@@ -82,10 +122,7 @@ class ManagedProcess:
         return self.popen.pid
 
     def running(self) -> bool:
-        # `roster dev` stops by raising from its signal handler. Landing inside Popen.poll, that
-        # could leave Popen's internal lock held, and every later wait() on the process would
-        # then hang: the signals wait (blocked) until the poll is over.
-        with _signals_held():
+        with _stop_deferred():
             return self.popen.poll() is None
 
     def stop(self, timeout: float = 30.0) -> int:
