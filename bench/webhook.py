@@ -301,6 +301,22 @@ def main() -> None:
                 warm = _load(port, _singles(factory, 2_000), mode="closed", connections=64)
                 if set(warm["statuses"]) == {"202"}:
                     break
+            if args.load == "wrk":
+                # Then a few seconds of each load, not reported: a fresh broker's JVM compiles
+                # its hot paths first, and during the first seconds its compiler threads took
+                # 3-4x the broker's steady CPU per event from the same two cores.
+                for bodies, connections in (
+                    (_singles(factory, 30_000), args.connections),
+                    (_pages(factory, 800), 8),
+                ):
+                    _wrk(
+                        port,
+                        bodies,
+                        connections=connections,
+                        seconds=3,
+                        home=services.home,
+                        api_pid=api.pid,
+                    )
 
             if args.load == "wrk":
                 seconds = args.seconds
