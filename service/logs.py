@@ -43,6 +43,14 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # aiokafka logs every reconnect attempt at ERROR; our own code reports broker outages.
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    quiet_library_loggers()
+
+
+def quiet_library_loggers() -> None:
+    """Library loggers that no service log level opens up:
+    - aiokafka logs every reconnect attempt at ERROR (our own code reports broker outages), and
+      its producer logs each record's key and value at DEBUG: a roster's personal data;
+    - uvicorn's access log repeats what the request metrics count."""
+    floor = max(logging.WARNING, logging.getLogger().level)
+    logging.getLogger("aiokafka").setLevel(floor)
+    logging.getLogger("uvicorn.access").setLevel(floor)
