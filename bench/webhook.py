@@ -250,7 +250,12 @@ def main() -> None:
         help="closed-loop load generator (default: wrk when installed)",
     )
     parser.add_argument("--seconds", type=int, default=8, help="length of each wrk run")
-    parser.add_argument("--workers", type=int, default=1, help="API worker processes")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="API worker processes (default: one per core, as a deployment on this machine would)",
+    )
     parser.add_argument(
         "--rate",
         type=float,
