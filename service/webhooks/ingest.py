@@ -26,9 +26,8 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -66,7 +65,7 @@ class IngestResult:
     accepted_ids: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Delivery:
     """Where a body came from: the door, the delivery id and the trace it belongs to."""
 
@@ -74,20 +73,24 @@ class Delivery:
     delivery_id: str
     traceparent: str
     received_at: datetime
+    # Formatted once per body, at construction: every delivery needs both, and a cached_property
+    # takes a lock on its first access in Python 3.11 (about 1 us more per request).
+    received_iso: str = field(init=False)
+    headers: list[tuple[str, bytes]] = field(init=False)  # the Kafka headers all its events share
 
-    @cached_property
-    def received_iso(self) -> str:
-        return self.received_at.isoformat()
-
-    @cached_property
-    def headers(self) -> list[tuple[str, bytes]]:
-        """The Kafka headers every event of this delivery shares (encoded once per body)."""
-        return [
-            (h.SOURCE, self.source.encode()),
-            (h.RECEIVED_AT, self.received_iso.encode()),
-            (h.TRACEPARENT, self.traceparent.encode()),
-            ("webhook-id", self.delivery_id.encode()),
-        ]
+    def __post_init__(self) -> None:
+        received_iso = self.received_at.isoformat()
+        object.__setattr__(self, "received_iso", received_iso)
+        object.__setattr__(
+            self,
+            "headers",
+            [
+                (h.SOURCE, self.source.encode()),
+                (h.RECEIVED_AT, received_iso.encode()),
+                (h.TRACEPARENT, self.traceparent.encode()),
+                ("webhook-id", self.delivery_id.encode()),
+            ],
+        )
 
 
 SendFuture = asyncio.Future[Any]
