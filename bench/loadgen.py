@@ -14,6 +14,7 @@ import orjson
 @dataclass
 class Result:
     latencies: list[float] = field(default_factory=list)
+    settling: list[float] = field(default_factory=list)  # the open loop's first requests
     statuses: dict[int, int] = field(default_factory=dict)
     elapsed: float = 0.0
 
@@ -57,9 +58,12 @@ async def closed_loop(port: int, requests: list[bytes], connections: int) -> Res
     return result
 
 
-async def open_loop(port: int, requests: list[bytes], rate: float, connections: int) -> Result:
+async def open_loop(
+    port: int, requests: list[bytes], rate: float, connections: int, settle: int = 0
+) -> Result:
     """Requests start on a fixed schedule (`rate` per second), whatever the server's pace, and
-    latency counts from the scheduled start: no coordinated omission."""
+    latency counts from the scheduled start: no coordinated omission. The latencies of the first
+    `settle` requests are kept apart."""
     result = Result()
     pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
     for _ in range(connections):
@@ -67,11 +71,11 @@ async def open_loop(port: int, requests: list[bytes], rate: float, connections: 
     loop = asyncio.get_running_loop()
     in_flight: set[asyncio.Task[None]] = set()
 
-    async def one(raw: bytes, due: float) -> None:
+    async def one(raw: bytes, due: float, latencies: list[float]) -> None:
         conn = await pool.get()
         conn[1].write(raw)
         status = await _read_response(conn[0])
-        result.latencies.append(loop.time() - due)
+        latencies.append(loop.time() - due)
         result.statuses[status] = result.statuses.get(status, 0) + 1
         pool.put_nowait(conn)
 
@@ -83,7 +87,9 @@ async def open_loop(port: int, requests: list[bytes], rate: float, connections: 
     for i, raw in enumerate(requests):
         due = begin + i / rate
         await asyncio.sleep(max(0.0, due - loop.time()))
-        task = asyncio.create_task(one(raw, due))
+        task = asyncio.create_task(
+            one(raw, due, result.latencies if i >= settle else result.settling)
+        )
         in_flight.add(task)
         task.add_done_callback(in_flight.discard)
     await asyncio.gather(*in_flight)
@@ -92,7 +98,8 @@ async def open_loop(port: int, requests: list[bytes], rate: float, connections: 
 
 
 def main() -> None:
-    """stdin: {"port", "mode", "connections", "rate"?, "requests": [[path, body, headers], ...]}"""
+    """stdin: {"port", "mode", "connections", "rate"?, "settle"?,
+    "requests": [[path, body, headers], ...]}"""
     spec = orjson.loads(sys.stdin.buffer.read())
     requests = [_request(p, b.encode(), h) for p, b, h in spec["requests"]]
     import uvloop
@@ -100,10 +107,23 @@ def main() -> None:
     if spec["mode"] == "closed":
         result = uvloop.run(closed_loop(spec["port"], requests, spec["connections"]))
     else:
-        result = uvloop.run(open_loop(spec["port"], requests, spec["rate"], spec["connections"]))
+        result = uvloop.run(
+            open_loop(
+                spec["port"],
+                requests,
+                spec["rate"],
+                spec["connections"],
+                spec.get("settle", 0),
+            )
+        )
     sys.stdout.buffer.write(
         orjson.dumps(
-            {"latencies": result.latencies, "statuses": result.statuses, "elapsed": result.elapsed},
+            {
+                "latencies": result.latencies,
+                "settling": result.settling,
+                "statuses": result.statuses,
+                "elapsed": result.elapsed,
+            },
             option=orjson.OPT_NON_STR_KEYS,
         )
     )
