@@ -6,9 +6,32 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import orjson
+
+T = TypeVar("T")
+
+
+async def paced(
+    items: Sequence[T], rate: float, start: Callable[[int, T, float], Coroutine[Any, Any, None]]
+) -> None:
+    """Runs `start(index, item, due)` for each item, `rate` per second, each started when it
+    falls due (not all scheduled up front: creating thousands of sleeping tasks at once stalls
+    the loop for a few hundred milliseconds, and the first items' latency would then be the
+    generator's own); returns once all have finished."""
+    loop = asyncio.get_running_loop()
+    in_flight: set[asyncio.Task[None]] = set()
+    begin = loop.time()
+    for i, item in enumerate(items):
+        due = begin + i / rate
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        task = asyncio.create_task(start(i, item, due))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+    await asyncio.gather(*in_flight)
 
 
 @dataclass
@@ -69,30 +92,17 @@ async def open_loop(
     for _ in range(connections):
         pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
     loop = asyncio.get_running_loop()
-    in_flight: set[asyncio.Task[None]] = set()
 
-    async def one(raw: bytes, due: float, latencies: list[float]) -> None:
+    async def one(i: int, raw: bytes, due: float) -> None:
         conn = await pool.get()
         conn[1].write(raw)
         status = await _read_response(conn[0])
-        latencies.append(loop.time() - due)
+        (result.latencies if i >= settle else result.settling).append(loop.time() - due)
         result.statuses[status] = result.statuses.get(status, 0) + 1
         pool.put_nowait(conn)
 
     started = time.perf_counter()
-    begin = loop.time()
-    # Each request is started when it falls due, not all scheduled up front: creating thousands
-    # of sleeping tasks at once stalls this loop for a few hundred milliseconds, and the first
-    # requests' latency would then be the generator's own.
-    for i, raw in enumerate(requests):
-        due = begin + i / rate
-        await asyncio.sleep(max(0.0, due - loop.time()))
-        task = asyncio.create_task(
-            one(raw, due, result.latencies if i >= settle else result.settling)
-        )
-        in_flight.add(task)
-        task.add_done_callback(in_flight.discard)
-    await asyncio.gather(*in_flight)
+    await paced(requests, rate, one)
     result.elapsed = time.perf_counter() - started
     return result
 

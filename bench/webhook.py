@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from bench.loadgen import paced
 from bench.procstat import loop_seconds, tree_cpu_seconds
 from service.db.migrate import upgrade
 from service.kafka.config import producer_options
@@ -188,20 +189,13 @@ async def _raw_open_loop(bootstrap: str, values: list[tuple[bytes, bytes]], rate
     )
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
-    in_flight: set[asyncio.Task[None]] = set()
 
-    async def one(key: bytes, value: bytes, due: float) -> None:
+    async def one(_i: int, record: tuple[bytes, bytes], due: float) -> None:
+        key, value = record
         await (await producer.send(CLEVER_EVENTS.name, value=value, key=key))
         latencies.append(loop.time() - due)
 
-    begin = loop.time()
-    for i, (key, value) in enumerate(values):  # started when due, as the webhook's open loop
-        due = begin + i / rate
-        await asyncio.sleep(max(0.0, due - loop.time()))
-        task = asyncio.create_task(one(key, value, due))
-        in_flight.add(task)
-        task.add_done_callback(in_flight.discard)
-    await asyncio.gather(*in_flight)
+    await paced(values, rate, one)  # as the webhook's open loop
     await producer.stop()
     return f"p50 {_pct(latencies, 0.5):6.1f} ms  p99 {_pct(latencies, 0.99):6.1f} ms"
 
