@@ -8,7 +8,7 @@ the event's index and the field. Error messages never echo values (they may be p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic import ValidationError
@@ -16,6 +16,9 @@ from pydantic import ValidationError
 from schemas.clever import EVENT_ADAPTER, AnyEvent
 
 _MAX_REPORTED = 20
+# The adapter's compiled validator, called directly: TypeAdapter.validate_python only forwards its
+# keyword defaults to it, at a cost per call that a page of 100 events pays 100 times.
+_validate = EVENT_ADAPTER.validator.validate_python
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,10 @@ class BodyRejected(Exception):
         return body
 
 
-@dataclass(frozen=True)
-class ParsedEvent:
+class ParsedEvent(NamedTuple):
+    # A named tuple, not a frozen dataclass: a page makes one per event, and a frozen dataclass's
+    # __init__ pays an object.__setattr__ per field. With the direct validator call above, parsing
+    # and ingesting a page costs 134k instead of 139k instructions per event (valgrind count).
     event: AnyEvent
     raw: bytes  # the event's JSON, as received
     district_id: str  # read once: the Kafka key, and the event log's district
@@ -117,7 +122,7 @@ def parse_body(body: bytes, *, max_events: int) -> list[ParsedEvent]:
     parsed: list[ParsedEvent] = []
     for position, candidate in candidates:
         try:
-            event = EVENT_ADAPTER.validate_python(candidate)
+            event: AnyEvent = _validate(candidate)
         except ValidationError as exc:
             problems.extend(_problems(position, exc))
             continue
