@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from schemas import kafka_headers as h
+from schemas.clever import EVENT_TYPES
 from service.db.driver_pool import DriverPool
 from service.db.packed import text_array
 from service.db.uow import DRIVER_ERRORS, DriverUnitOfWork
@@ -191,7 +192,9 @@ class Ingestor:
         self._forming = False
         self._inflight: dict[str, SendFuture] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self._partitions: dict[bytes, tuple[int, int]] = {}
+        self._routes: dict[str, tuple[int, bytes]] = {}  # district -> (partition, key)
+        self._routes_for = 0  # the partition count the routes were computed for
+        self._sorted_partitions: list[int] = []
         self._partition_locks: dict[int, asyncio.Lock] = {}
 
     @property
@@ -275,7 +278,9 @@ class Ingestor:
             futures = await self._publish(
                 producer, {eid: wanted[eid] for eid in wanted if eid in claimed}, deadline
             )
-            acked = {eid for eid, fut in futures.items() if _succeeded(fut)}
+            # Records of one record batch share its future: check each future once, not per event.
+            landed = {fut for fut in set(futures.values()) if _succeeded(fut)}
+            acked = {eid for eid, fut in futures.items() if fut in landed}
             unacked = claimed - acked
             if unacked:
                 await self._keep_acknowledged(uow, unacked, bool(acked))
@@ -322,17 +327,20 @@ class Ingestor:
         started = time.perf_counter()
         try:
             async with asyncio.timeout_at(deadline):
-                partitions = sorted(await producer.partitions_for(self._topic))
+                routes = self._routes_of(await producer.partitions_for(self._topic))
                 by_partition: dict[int, list[tuple[str, bytes, ParsedEvent, Delivery]]] = {}
+                inflight = self._inflight
                 for eid, (parsed, delivery) in events.items():
-                    earlier = self._inflight.get(eid)
+                    earlier = inflight.get(eid)
                     if earlier is not None and not (earlier.done() and not _succeeded(earlier)):
                         futures[eid] = earlier  # an earlier attempt's send, still on its way
                         continue
-                    key = parsed.district_id.encode()
-                    by_partition.setdefault(self._partition(key, partitions), []).append(
-                        (eid, key, parsed, delivery)
-                    )
+                    route = routes.get(parsed.district_id) or self._route(parsed.district_id)
+                    partition, key = route
+                    items = by_partition.get(partition)
+                    if items is None:
+                        items = by_partition[partition] = []
+                    items.append((eid, key, parsed, delivery))
                 for partition, items in by_partition.items():
                     await self._send_partition(producer, partition, items, futures)
         except Exception as exc:
@@ -380,27 +388,33 @@ class Ingestor:
                 batch, members = producer.create_batch(), []
 
             for eid, key, parsed, delivery in items:
-                record = {
-                    "key": key,
-                    "value": parsed.raw,
-                    "timestamp": None,
-                    "headers": _headers(parsed, delivery),
-                }
-                if batch.append(**record) is None:  # full: send it, start the next one
-                    await submit()
-                    if batch.append(**record) is None:
+                headers = _headers(parsed, delivery)
+                if batch.append(key=key, value=parsed.raw, timestamp=None, headers=headers) is None:
+                    await submit()  # full: send it, start the next one
+                    if (
+                        batch.append(key=key, value=parsed.raw, timestamp=None, headers=headers)
+                        is None
+                    ):
                         raise ValueError(f"event {eid} does not fit in a record batch")
                 members.append(eid)
             if members:
                 await submit()
 
-    def _partition(self, key: bytes, partitions: list[int]) -> int:
-        """The partition Kafka's default partitioner picks (murmur2), cached per district."""
-        cached = self._partitions.get(key)
-        if cached is None or cached[0] != len(partitions):
-            cached = (len(partitions), _PARTITIONER(key, partitions, partitions))
-            self._partitions[key] = cached
-        return cached[1]
+    def _routes_of(self, partitions: set[int]) -> dict[str, tuple[int, bytes]]:
+        """The cached routes, emptied when the topic's partition count has changed."""
+        if len(partitions) != self._routes_for:
+            self._routes = {}
+            self._routes_for = len(partitions)
+            self._sorted_partitions = sorted(partitions)
+        return self._routes
+
+    def _route(self, district_id: str) -> tuple[int, bytes]:
+        """The district's Kafka key and the partition Kafka's default partitioner (murmur2)
+        picks for it; cached, as a page repeats the same few districts."""
+        key = district_id.encode()
+        partitions = self._sorted_partitions
+        route = self._routes[district_id] = (_PARTITIONER(key, partitions, partitions), key)
+        return route
 
     async def _keep_acknowledged(
         self, uow: DriverUnitOfWork, unacknowledged: set[str], any_acked: bool
@@ -458,11 +472,15 @@ class Ingestor:
 
 
 def _headers(parsed: ParsedEvent, delivery: Delivery) -> list[tuple[str, bytes]]:
+    event = parsed.event
     return [
-        (h.EVENT_ID, parsed.event.id.encode()),
-        (h.EVENT_TYPE, parsed.event.type.encode()),
+        (h.EVENT_ID, event.id.encode()),
+        (h.EVENT_TYPE, _TYPE_BYTES[event.type]),
         *delivery.headers,
     ]
+
+
+_TYPE_BYTES = {event_type: event_type.encode() for event_type in EVENT_TYPES}
 
 
 def _succeeded(future: SendFuture) -> bool:
