@@ -32,3 +32,17 @@ def loop_seconds() -> float:
     for i in range(10_000_000):
         total += i
     return time.perf_counter() - started
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """The machine's CPU ticks so far (all states, across cores) and those stolen: time the
+    hypervisor ran other guests while this one had work (the 8th field of /proc/stat's cpu line)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields[:8]), fields[7]
+
+
+def steal_share(before: tuple[int, int]) -> float:
+    """Stolen share of the machine's CPU time since `before` (from `cpu_ticks`): a run whose share
+    is high was slowed by the other tenants, whatever the code did."""
+    total, stolen = cpu_ticks()
+    return (stolen - before[1]) / max(1, total - before[0])

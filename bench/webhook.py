@@ -24,7 +24,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from bench.loadgen import paced
-from bench.procstat import loop_seconds, tree_cpu_seconds
+from bench.procstat import cpu_ticks, loop_seconds, steal_share, tree_cpu_seconds
 from service.db.migrate import upgrade
 from service.kafka.config import producer_options
 from service.kafka.topics import CLEVER_EVENTS, ensure_topics
@@ -68,6 +68,7 @@ def _load(
         "settle": settle,
         "requests": _requests(bodies),
     }
+    ticks = cpu_ticks()
     done = subprocess.run(
         [sys.executable, "-m", "bench.loadgen"],
         input=orjson.dumps(spec),
@@ -76,6 +77,7 @@ def _load(
         cwd=project_root(),
     )
     result: dict[str, Any] = orjson.loads(done.stdout)
+    result["steal"] = steal_share(ticks)  # the generator's start-up included
     return result
 
 
@@ -101,6 +103,7 @@ def _wrk(
             out.write(line.encode() + b"\t" + body + b"\n")
     before = {o: _metric(port, "roster_webhook_events_total", f'outcome="{o}"') for o in OUTCOMES}
     cpu_before = tree_cpu_seconds(api_pid)
+    ticks = cpu_ticks()
     done = subprocess.run(
         [
             "wrk",
@@ -117,7 +120,10 @@ def _wrk(
         capture_output=True,
         check=True,
     )
-    figures: dict[str, Any] = {"api_cpu_s": tree_cpu_seconds(api_pid) - cpu_before}
+    figures: dict[str, Any] = {
+        "api_cpu_s": tree_cpu_seconds(api_pid) - cpu_before,
+        "steal": steal_share(ticks),
+    }
     requests.unlink()
     figures |= orjson.loads(done.stdout.decode().strip().splitlines()[-1])
     for o in OUTCOMES:
@@ -216,10 +222,11 @@ def _report(name: str, result: dict[str, Any], events_per_request: int) -> float
     requests = sum(result["statuses"].values())
     settling = result.get("settling")
     apart = f"  (first {len(settling):,} not counted: p99 {_pct(settling, 0.99):.1f} ms)"
+    stolen = f"; CPU stolen {result['steal']:.0%}" if "steal" in result else ""
     print(
         f"{name:<34} {rate:>9,.0f} events/s  {requests / result['elapsed']:>8,.0f} req/s  "
         f"p50 {_pct(lat, 0.5):6.1f} ms  p99 {_pct(lat, 0.99):6.1f} ms  "
-        f"statuses {result['statuses']}{apart if settling else ''}",
+        f"statuses {result['statuses']}{apart if settling else ''}{stolen}",
         flush=True,
     )
     return rate
@@ -235,7 +242,8 @@ def _report_wrk(name: str, figures: dict[str, Any], events_per_request: int) -> 
         f"rejected {figures['rejected']:,.0f} non-2xx {figures['non_2xx']} "
         f"socket errors {figures['connect'] + figures['read'] + figures['write']} "
         f"timeouts {figures['timeout']}; API CPU "
-        f"{figures['api_cpu_s'] * 1e6 / max(1.0, figures['accepted']):.0f} us/event",
+        f"{figures['api_cpu_s'] * 1e6 / max(1.0, figures['accepted']):.0f} us/event; "
+        f"CPU stolen {figures['steal']:.0%}",
         flush=True,
     )
     _ = events_per_request  # accepted events come from the API's own count
