@@ -123,7 +123,7 @@ async def _claim(driver: Any, events: dict[str, tuple[ParsedEvent, Delivery]]) -
     args: list[Any] = []
     columns: tuple[list[str], ...] = (
         ids,
-        [p.event.type for p, _ in rows],
+        [p.event_type for p, _ in rows],
         [p.district_id for p, _ in rows],
         [d.source for _, d in rows],
         [d.received_iso for _, d in rows],
@@ -204,7 +204,7 @@ class Ingestor:
     async def ingest(self, events: Sequence[ParsedEvent], delivery: Delivery) -> IngestResult:
         unique: dict[str, ParsedEvent] = {}
         for parsed in events:
-            unique.setdefault(parsed.event.id, parsed)
+            unique.setdefault(parsed.event_id, parsed)
         if self._kafka.producer is None:
             raise Unavailable("kafka", "not connected")
         loop = asyncio.get_running_loop()
@@ -346,11 +346,12 @@ class Ingestor:
         except Exception as exc:
             # No metadata or buffer space in time: what was sent so far is still waited for.
             log.warning("publish stopped early", extra={"error": type(exc).__name__})
-        pending = [f for f in futures.values() if not f.done()]
+        sent = set(futures.values())  # a record batch's events share one future
+        pending = [f for f in sent if not f.done()]
         remaining = deadline - asyncio.get_running_loop().time()
         if pending and remaining > 0:
             await asyncio.wait(pending, timeout=remaining)
-        if futures and all(_succeeded(f) for f in futures.values()):
+        if sent and all(_succeeded(f) for f in sent):
             PUBLISH_LATENCY.observe(time.perf_counter() - started)
         return futures
 
@@ -472,10 +473,9 @@ class Ingestor:
 
 
 def _headers(parsed: ParsedEvent, delivery: Delivery) -> list[tuple[str, bytes]]:
-    event = parsed.event
     return [
-        (h.EVENT_ID, event.id.encode()),
-        (h.EVENT_TYPE, _TYPE_BYTES[event.type]),
+        (h.EVENT_ID, parsed.event_id.encode()),
+        (h.EVENT_TYPE, _TYPE_BYTES[parsed.event_type]),
         *delivery.headers,
     ]
 

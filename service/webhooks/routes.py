@@ -185,7 +185,7 @@ async def _handle(scope: Scope, receive: Receive) -> _Answer:
                 "dependency": exc.dependency,
                 "detail": exc.detail,
                 "webhook_id": delivery.delivery_id,
-                "event_ids": [p.event.id for p in events[:20]],
+                "event_ids": [p.event_id for p in events[:20]],
             },
         )
         REJECTIONS.labels(f"{exc.dependency}_unavailable").inc()

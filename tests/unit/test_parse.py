@@ -22,7 +22,8 @@ def test_single_event_keeps_its_exact_bytes() -> None:
 def test_every_event_type_validates(event_type: str) -> None:
     event = Factory(seed=1).event(event_type)
     (parsed,) = parse_body(orjson.dumps(page([event])), max_events=10)
-    assert parsed.event.type == event_type
+    assert parsed.event.type == parsed.event_type == event_type
+    assert parsed.event_id == event["id"]
     assert orjson.loads(parsed.raw) == event
     expected_district = (
         event["data"]["object"]["id"]
