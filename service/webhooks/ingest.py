@@ -193,8 +193,7 @@ class Ingestor:
         self._inflight: dict[str, SendFuture] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._routes: dict[str, tuple[int, bytes]] = {}  # district -> (partition, key)
-        self._routes_for = 0  # the partition count the routes were computed for
-        self._sorted_partitions: list[int] = []
+        self._sorted_partitions: list[int] = []  # the partitions the routes were computed for
         self._partition_locks: dict[int, asyncio.Lock] = {}
 
     @property
@@ -335,8 +334,9 @@ class Ingestor:
                     if earlier is not None and not (earlier.done() and not _succeeded(earlier)):
                         futures[eid] = earlier  # an earlier attempt's send, still on its way
                         continue
-                    route = routes.get(parsed.district_id) or self._route(parsed.district_id)
-                    partition, key = route
+                    partition, key = routes.get(parsed.district_id) or self._route(
+                        parsed.district_id
+                    )
                     items = by_partition.get(partition)
                     if items is None:
                         items = by_partition[partition] = []
@@ -403,9 +403,8 @@ class Ingestor:
 
     def _routes_of(self, partitions: set[int]) -> dict[str, tuple[int, bytes]]:
         """The cached routes, emptied when the topic's partition count has changed."""
-        if len(partitions) != self._routes_for:
+        if len(partitions) != len(self._sorted_partitions):
             self._routes = {}
-            self._routes_for = len(partitions)
             self._sorted_partitions = sorted(partitions)
         return self._routes
 

@@ -54,8 +54,7 @@ class BodyRejected(Exception):
 
 class ParsedEvent(NamedTuple):
     # A named tuple, not a frozen dataclass: a page makes one per event, and a frozen dataclass's
-    # __init__ pays an object.__setattr__ per field. With the direct validator call above, parsing
-    # and ingesting a page costs 134k instead of 139k instructions per event (valgrind count).
+    # __init__ pays an object.__setattr__ per field.
     event: AnyEvent
     raw: bytes  # the event's JSON, as received
     # Read once, while the model is fresh in the cache: ingest reads these for every event (the
