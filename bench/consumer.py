@@ -202,7 +202,10 @@ def main() -> None:
             steady_ids = [e["id"] for e in steady]
             asyncio.run(_wait_settled(services.database_url, ids + steady_ids))
             lat = sorted(asyncio.run(_latencies(services.database_url, steady_ids)))
-            p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
+
+            def p(q: float) -> float:
+                return float(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000)
+
             print(
                 f"receipt to commit at {args.rate:,.0f} events/s offered: p50 {p(0.5):.0f} ms  "
                 f"p99 {p(0.99):.0f} ms  max {lat[-1] * 1000:.0f} ms  "

@@ -171,7 +171,10 @@ def main() -> None:
                         f"{after:,} one second later"
                     )
                     lat = await _idle_latency(engine, services.kafka_bootstrap, 40)
-                    p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
+
+                    def p(q: float) -> float:
+                        return float(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000)
+
                     print(
                         f"idle relay, commit to subscriber receipt: p50 {p(0.5):.0f} ms  "
                         f"p99 {p(0.99):.0f} ms  max {lat[-1] * 1000:.0f} ms (n={len(lat)})"

@@ -218,22 +218,27 @@ def _keyed(bodies: list[bytes]) -> list[tuple[bytes, bytes]]:
 def _report(name: str, result: dict[str, Any], events_per_request: int) -> float:
     lat = result["latencies"]
     ok = result["statuses"].get("202", 0)
-    rate = ok * events_per_request / result["elapsed"]
+    rate = float(ok * events_per_request / result["elapsed"])
     requests = sum(result["statuses"].values())
-    settling = result.get("settling")
-    apart = f"  (first {len(settling):,} not counted: p99 {_pct(settling, 0.99):.1f} ms)"
+    settling: list[float] = result.get("settling") or []  # only the open loop keeps some apart
+    apart = (
+        f"  (first {len(settling):,} not counted: p99 {_pct(settling, 0.99):.1f} ms)"
+        if settling
+        else ""
+    )
     stolen = f"; CPU stolen {result['steal']:.0%}" if "steal" in result else ""
     print(
         f"{name:<34} {rate:>9,.0f} events/s  {requests / result['elapsed']:>8,.0f} req/s  "
         f"p50 {_pct(lat, 0.5):6.1f} ms  p99 {_pct(lat, 0.99):6.1f} ms  "
-        f"statuses {result['statuses']}{apart if settling else ''}{stolen}",
+        f"statuses {result['statuses']}{apart}{stolen}",
         flush=True,
     )
     return rate
 
 
-def _report_wrk(name: str, figures: dict[str, Any], events_per_request: int) -> float:
-    seconds = figures["duration_us"] / 1e6
+def _report_wrk(name: str, figures: dict[str, Any]) -> float:
+    """Accepted events come from the API's own count, so pages need no events-per-request."""
+    seconds = float(figures["duration_us"]) / 1e6
     rate = float(figures["accepted"]) / seconds
     print(
         f"{name:<34} {rate:>9,.0f} events/s  {figures['requests'] / seconds:>8,.0f} req/s  "
@@ -246,7 +251,6 @@ def _report_wrk(name: str, figures: dict[str, Any], events_per_request: int) -> 
         f"CPU stolen {figures['steal']:.0%}",
         flush=True,
     )
-    _ = events_per_request  # accepted events come from the API's own count
     return rate
 
 
@@ -347,7 +351,6 @@ def main() -> None:
                         home=services.home,
                         api_pid=api.pid,
                     ),
-                    1,
                 )
                 paged = _report_wrk(
                     "pages of 100, 8 connections",
@@ -359,7 +362,6 @@ def main() -> None:
                         home=services.home,
                         api_pid=api.pid,
                     ),
-                    100,
                 )
             else:
                 single = _report(
