@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.dead_letters import DeadLetters
 from consumers.metrics import APPLIED, APPLY_LATENCY
@@ -30,7 +31,7 @@ from schemas import kafka_headers as h
 from schemas.clever import EVENT_ADAPTER, AnyEvent, Section, User
 from service.db.uow import UnitOfWork
 from service.outbox import store as outbox
-from service.outbox.changes import record_changes
+from service.outbox.changes import PUBLISHED_ROLES, record_changes
 from service.programs import store as programs
 from service.programs.check import check_batch
 from service.programs.events import change_of
@@ -85,23 +86,46 @@ def decode(record: Record) -> Decoded | Poison:
     return Decoded(record, headers, event, event_json)
 
 
+@dataclass(frozen=True)
+class BatchResult:
+    """What a committed batch leaves to do: its outcome rows (metrics), the events it skipped as
+    settled, and the dead letters to publish once the transaction has committed."""
+
+    rows: list[dict[str, Any]]
+    skipped: int
+    dead_letters: list[Poison]
+
+
 class RosterApplier:
     def __init__(self, dead_letters: DeadLetters, *, attempts: int = 2) -> None:
         self.dead_letters = dead_letters
         self.attempts = attempts
 
-    async def handle(
-        self, uow: UnitOfWork, records: Sequence[Record]
-    ) -> tuple[list[dict[str, Any]], int]:
+    async def handle(self, uow: UnitOfWork, records: Sequence[Record]) -> BatchResult:
         decoded = [decode(r) for r in records]
         poison = [d for d in decoded if isinstance(d, Poison)]
         good = [d for d in decoded if isinstance(d, Decoded)]
         conn = uow.connection
-        settled = await store.settled_event_ids(conn, [d.event.id for d in good])
+        # Locks first, then what is settled: a zombie (a consumer still finishing a batch after
+        # its partitions moved) waits here for the new owner's commit, then sees its outcomes
+        # and skips them, instead of re-deciding them (`stale`) against its own writes.
+        await programs.lock_assignments_shared(conn)
+        await store.lock_districts(conn, {d.event.district_id for d in good})
+        ids = [d.event.id for d in good] + [p.event_id for p in poison if p.event_id]
+        settled = await store.settled_events(conn, ids)
+        # Dead letters whose record Kafka never acknowledged (a crash after the commit): sent now.
+        resend = [p for p in poison if p.event_id in settled and settled[p.event_id].pending]
+        resend += [
+            Poison(d.record, d.headers, d.event.id, settled[d.event.id].error or "")
+            for d in good
+            if d.event.id in settled and settled[d.event.id].pending
+        ]
+        poison = [p for p in poison if p.event_id is None or p.event_id not in settled]
         todo: list[Decoded] = []
+        seen: set[str] = set(settled)
         for d in good:  # at most one copy of an event id per batch, none already settled
-            if d.event.id not in settled:
-                settled.add(d.event.id)
+            if d.event.id not in seen:
+                seen.add(d.event.id)
                 todo.append(d)
 
         rows: list[dict[str, Any]] = []
@@ -118,18 +142,31 @@ class RosterApplier:
             rows, failed = await self._apply_one_by_one(uow, todo)
             poison += failed
 
-        if poison:
-            await self.dead_letters.send(poison)
-            rows += [_dead_row(p) for p in poison if p.event_id]
         await store.record_outcomes(conn, rows)
+        dead_rows = [_dead_row(p) for p in poison if p.event_id]
+        await store.record_outcomes(conn, dead_rows)
         # Counted once the runner reports the commit (a rolled-back batch is applied again).
-        return rows, len(good) - len(todo)
+        return BatchResult(rows + dead_rows, len(good) - len(todo), poison + resend)
+
+    async def after_commit(self, engine: AsyncEngine, result: object) -> None:
+        """Publishes the batch's dead letters, now that their `dead_lettered` status is
+        committed (so a batch retried after a failed commit never sends one twice), then clears
+        their pending mark. A failure here is transient: the runner retries this step, and a
+        crash before it leaves the batch's offsets uncommitted, so the batch is read again and
+        the events still marked pending are sent then."""
+        dead = cast("BatchResult", result).dead_letters
+        if not dead:
+            return
+        await self.dead_letters.send(dead)
+        async with UnitOfWork(engine) as uow:
+            await store.dead_letters_sent(uow.connection, [p.event_id for p in dead if p.event_id])
+            await uow.commit()
 
     def committed(self, result: object) -> None:
-        rows, skipped = cast("tuple[list[dict[str, Any]], int]", result)
+        batch = cast("BatchResult", result)
         now = datetime.now(UTC)
-        counts: dict[str, int] = {"skipped": skipped}
-        for row in rows:
+        counts: dict[str, int] = {"skipped": batch.skipped}
+        for row in batch.rows:
             status = row["status"]
             counts[status] = counts.get(status, 0) + 1
             if status != "dead_lettered":
@@ -169,8 +206,6 @@ class RosterApplier:
         conn = uow.connection
         if not items:
             return []
-        await programs.lock_assignments_shared(conn)
-        await store.lock_districts(conn, {d.event.district_id for d in items})
         ids_by_kind: dict[str, set[str]] = defaultdict(set)
         for d in items:
             kind, record_id = record_key(d.event)
@@ -187,6 +222,7 @@ class RosterApplier:
         rows_by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
         members: dict[str, list[tuple[str, str]]] = {}
         links: dict[str, list[tuple[str, str]]] = {}
+        dropping: dict[str, list[str]] = {}  # user id -> published roles the write lacks
         for (kind, record_id), write in plan.writes.items():
             event = write.payload.event
             rows_by_kind[kind].append(record_row(event, write.payload.event_json))
@@ -195,6 +231,12 @@ class RosterApplier:
                 members[record_id] = section_members(obj)
             elif type(obj) is User:
                 links[record_id] = user_school_links(obj)
+                if not write.version.delete and (
+                    obj.roles.student is None or obj.roles.teacher is None
+                ):
+                    dropping[record_id] = [
+                        role for role in PUBLISHED_ROLES if getattr(obj.roles, role) is None
+                    ]
         # The single-school rule, per applied event in order, against the roster as it was.
         await check_batch(
             conn,
@@ -209,10 +251,14 @@ class RosterApplier:
         before = await store.section_students(
             conn, [sid for sid in members if not _deleted(stored.get(("sections", sid)))]
         )
+        # Users whose write drops a role that publishes downstream (student, teacher).
+        previous_users = await store.users_losing_roles(conn, dropping)
         messages = [
             message
             for (kind, record_id), write in plan.writes.items()
-            for message in record_changes(write.payload.event, before.get(record_id, ()))
+            for message in record_changes(
+                write.payload.event, before.get(record_id, ()), previous_users.get(record_id)
+            )
         ]
         for kind, kind_rows in sorted(rows_by_kind.items()):
             await store.upsert_records(conn, kind, kind_rows)
@@ -259,4 +305,5 @@ def _dead_row(poison: Poison) -> dict[str, Any]:
         "applied_at": None,
         "kafka_partition": poison.record.partition,
         "kafka_offset": poison.record.offset,
+        "dead_letter_pending": True,  # until after_commit has its record acknowledged
     }

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -24,6 +25,7 @@ from consumers.metrics import BATCH_SIZE, LAG
 from service.db.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Record(Protocol):
@@ -43,8 +45,12 @@ class BatchHandler(Protocol):
         """Writes the batch's effects through `uow`; never commits. Returns what `committed`
         needs (several batches can be in flight at once)."""
 
+    async def after_commit(self, engine: AsyncEngine, result: object) -> None:
+        """Side effects that must follow the commit (dead letters): called with `handle`'s
+        result before the batch's offsets are committed; a transient failure is retried."""
+
     def committed(self, result: object) -> None:
-        """Called with `handle`'s result once that transaction has committed (metrics)."""
+        """Called with `handle`'s result once the batch is done (metrics)."""
 
 
 # SQLSTATE classes and codes worth retrying as they are: connection lost (08), resources (53),
@@ -56,8 +62,13 @@ _TRANSIENT_SQLSTATES = ("40001", "40P01")
 def is_transient(exc: BaseException) -> bool:
     """A failure worth retrying as it is: the database (or the way to it) was unavailable.
 
-    A database outage must never make an event look like poison and be dead-lettered."""
-    if isinstance(exc, (OperationalError, InterfaceError, ConnectionError, OSError, TimeoutError)):
+    A database outage must never make an event look like poison and be dead-lettered. A Kafka
+    error (a dead-letter send the broker did not acknowledge) is retried too: the records to
+    send are kept until it succeeds."""
+    if isinstance(
+        exc,
+        (OperationalError, InterfaceError, ConnectionError, OSError, TimeoutError, KafkaError),
+    ):
         return True
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
@@ -72,7 +83,8 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class Stopping(Exception):
-    """A stop was asked for while the database was unavailable."""
+    """A stop was asked for while a step (the transaction, or what follows its commit) kept
+    failing."""
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -129,29 +141,41 @@ class ConsumerRunner:
             self._processed.pop(tp, None)
 
     async def _apply(self, records: Sequence[Record], stop: asyncio.Event) -> None:
-        """One transaction for the batch; transient database failures retry with backoff until
-        the database is back or a stop is asked for (the batch's offsets are then left
-        uncommitted, so it is read again later: nothing is lost)."""
+        """One transaction for the batch, then its after-commit step; transient failures (the
+        database or Kafka unavailable) retry that step with backoff until it succeeds or a stop
+        is asked for (the batch's offsets are then left uncommitted, so it is read again later:
+        nothing is lost, and settled events are skipped then)."""
+
+        async def transaction() -> object:
+            async with UnitOfWork(self.engine) as uow:
+                result = await self.handler.handle(uow, records)
+                await uow.commit()
+            return result
+
+        result = await self._retrying(transaction, stop, "database unavailable", len(records))
+        await self._retrying(
+            lambda: self.handler.after_commit(self.engine, result),
+            stop,
+            "after-commit step failed",
+            len(records),
+        )
+        self.handler.committed(result)
+
+    async def _retrying(
+        self, step: Callable[[], Awaitable[T]], stop: asyncio.Event, what: str, records: int
+    ) -> T:
         delay = 0.1
         while True:
             try:
-                async with UnitOfWork(self.engine) as uow:
-                    result = await self.handler.handle(uow, records)
-                    await uow.commit()
-                self.handler.committed(result)
-                return
+                return await step()
             except Exception as exc:
                 if not is_transient(exc):
                     raise
                 if stop.is_set():
                     raise Stopping from exc
                 log.warning(
-                    "database unavailable; retrying batch",
-                    extra={
-                        "error": type(exc).__name__,
-                        "records": len(records),
-                        "retry_in_s": delay,
-                    },
+                    f"{what}; retrying",
+                    extra={"error": type(exc).__name__, "records": records, "retry_in_s": delay},
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=delay)  # a stop ends the wait

@@ -42,6 +42,11 @@ event_log = Table(
     Column("applied_at", DateTime(timezone=True)),
     Column("kafka_partition", Integer),
     Column("kafka_offset", BigInteger),
+    # Set by a re-drive as it puts the event back to `accepted`, until Kafka acknowledged the
+    # re-published copy (migration 0007).
+    Column("redrive_requested_at", DateTime(timezone=True)),
+    # Dead-lettered, its dead-letter record not yet acknowledged by Kafka (migration 0007).
+    Column("dead_letter_pending", Boolean, nullable=False, server_default=text("false")),
     CheckConstraint(
         "status IN ('accepted', 'applied', 'stale', 'dead_lettered')", name="event_log_status"
     ),
@@ -68,6 +73,7 @@ def _record_table(kind: str, *extra: Column[object]) -> Table:
         Column("data", JSONB, nullable=False),
         Column("deleted", Boolean, nullable=False),
         Column("version_at", DateTime(timezone=True), nullable=False),
+        Column("version_created", DateTime(timezone=True), nullable=False),
         Column("version_delete", Boolean, nullable=False),
         Column("version_event", Text, nullable=False),
         Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),

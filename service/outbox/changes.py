@@ -16,6 +16,9 @@ from schemas.clever import AnyEvent, School, Section, User
 from schemas.roster_changes import CHANGES_TOPIC
 from service.roster.records import section_members, version_of
 
+# The user roles that publish downstream messages (`roster.student.*`, `roster.teacher.*`).
+PUBLISHED_ROLES = ("student", "teacher")
+
 
 @dataclass(frozen=True)
 class Outgoing:
@@ -33,13 +36,17 @@ def _change(kind: str, deleted: bool, district_id: str, data: dict[str, Any]) ->
     return Outgoing(CHANGES_TOPIC, data["id"], f"roster.{kind}.{action}", district_id, data)
 
 
-def record_changes(event: AnyEvent, previous_students: Iterable[str] = ()) -> list[Outgoing]:
+def record_changes(
+    event: AnyEvent, previous_students: Iterable[str] = (), previous_user: User | None = None
+) -> list[Outgoing]:
     """The messages for one applied write of `event`'s record.
 
     `previous_students` are the students the section had before this write, counting none if it
     was missing or deleted; enrollments are the difference with its students after the write
     (none once it is deleted). Users give a student and/or a teacher message, by their roles;
-    other record kinds (districts, courses, terms, resources) publish nothing downstream.
+    a role the stored, live `previous_user` held and this write drops gives that role's
+    `deleted` message, as the role last was (downstream keeps no student who no longer is one).
+    Other record kinds (districts, courses, terms, resources) publish nothing downstream.
     """
     obj = event.data.object
     version = version_of(event)
@@ -50,7 +57,15 @@ def record_changes(event: AnyEvent, previous_students: Iterable[str] = ()) -> li
         "last_modified": version.at.isoformat(),
     }
     if type(obj) is User:
-        return _user_changes(obj, base, version.delete)
+        changes = _user_changes(obj, base, version.delete)
+        if previous_user is not None and not version.delete:
+            kept = {c.type for c in changes}
+            changes += [
+                c
+                for c in _user_changes(previous_user, base | {"deleted": True}, True)
+                if c.type.replace(".deleted", ".upserted") not in kept
+            ]
+        return changes
     if type(obj) is Section:
         members = section_members(obj)
         section = _change(

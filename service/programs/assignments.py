@@ -1,8 +1,8 @@
 """Program assignments and alert acknowledgement: the operations behind the API and the CLI.
 
-Each runs on the caller's unit of work (which commits). An assignment change takes the
-assignments lock exclusively (see `store.lock_assignments_exclusive`) and re-checks every
-student its scope reaches, in bulk, in the same transaction.
+Each runs on the caller's unit of work (which commits). An assignment change locks its scope's
+district against roster batches (see `store.lock_scope`) and re-checks every student its scope
+reaches, in bulk, in the same transaction.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ async def add_assignment(
     """Assigns a program; the same (program, scope, scope id) again returns the existing one."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}; one of {', '.join(SCOPES)}")
-    await store.lock_assignments_exclusive(conn)
+    await store.lock_scope(conn, scope, scope_id)
     catalog = await store.catalog(conn)
     if program not in catalog.names:
         known = ", ".join(sorted(catalog.names))
@@ -95,7 +95,15 @@ async def add_assignment(
 
 async def remove_assignment(conn: AsyncConnection, assignment_id: str) -> list[Step] | None:
     """Deletes an assignment and re-checks its scope; None if there is no such assignment."""
-    await store.lock_assignments_exclusive(conn)
+    scope = (
+        await conn.execute(
+            text("SELECT scope, scope_id FROM program_assignments WHERE id = :id"),
+            {"id": assignment_id},
+        )
+    ).first()
+    if scope is None:
+        return None
+    await store.lock_scope(conn, scope.scope, scope.scope_id)
     removed = (
         await conn.execute(
             text(f"DELETE FROM program_assignments WHERE id = :id RETURNING {_COLUMNS}"),

@@ -10,11 +10,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.programs.rules import ActiveAlert, Assignment, Catalog, Conflict
+from service.roster.store import lock_districts
 
-# Serialises assignment changes against roster batches: a batch takes it shared, an assignment
-# change exclusively. Without it, a batch could check a student against the assignments it saw
-# while an assignment committed meanwhile re-checks the students it saw: a student joining the
-# scope in between would be checked by neither.
+# Serialises assignment changes against roster batches. Without it, a batch could check a
+# student against the assignments it saw while an assignment committed meanwhile re-checks the
+# students it saw: a student joining the scope in between would be checked by neither. Every
+# batch takes it shared, then its districts' locks exclusively (`roster.store.lock_districts`).
+# An assignment change takes it shared too, then the one district its scope lies in (see
+# `lock_scope`), so a re-check in one district never stalls batches in another; only a scope
+# not yet known (so in no known district) takes it exclusively, stalling every batch.
 _ASSIGNMENTS_LOCK = (2, 0)
 
 
@@ -24,6 +28,29 @@ async def lock_assignments_shared(conn: AsyncConnection) -> None:
 
 async def lock_assignments_exclusive(conn: AsyncConnection) -> None:
     await conn.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"), _lock_params())
+
+
+# The district of a scope's record; a district scope is its own.
+_SCOPE_DISTRICT = {
+    "school": "SELECT district_id FROM schools WHERE id = :id",
+    "section": "SELECT district_id FROM sections WHERE id = :id",
+    "student": "SELECT district_id FROM users WHERE id = :id",
+}
+
+
+async def lock_scope(conn: AsyncConnection, scope: str, scope_id: str) -> None:
+    """An assignment change's locks, held until its transaction ends: its scope's district
+    (every batch in that district waits, none elsewhere), or everything if that is unknown."""
+    district = (
+        scope_id
+        if scope == "district"
+        else await conn.scalar(text(_SCOPE_DISTRICT[scope]), {"id": scope_id})
+    )
+    if district is None:
+        await lock_assignments_exclusive(conn)
+    else:
+        await lock_assignments_shared(conn)
+        await lock_districts(conn, [district])
 
 
 def _lock_params() -> dict[str, int]:

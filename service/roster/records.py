@@ -9,9 +9,11 @@ from service.roster.rules import RecordKey, Version
 
 
 def version_of(event: AnyEvent) -> Version:
-    """The object's `last_modified`, else the event's `created`; a delete is a tombstone."""
-    at = event.data.object.last_modified or event.created
-    return Version(at, event.type.endswith(".deleted"), event.id)
+    """The object's `last_modified` (else the event's `created`), then the event's `created`; a
+    delete is a tombstone."""
+    created = event.created
+    at = event.data.object.last_modified or created
+    return Version(at, created, event.type.endswith(".deleted"), event.id)
 
 
 def record_key(event: AnyEvent) -> RecordKey:
@@ -33,6 +35,7 @@ def record_row(event: AnyEvent, event_json: str) -> dict[str, Any]:
         "data": event_json,
         "deleted": version.delete,
         "version_at": version.at,
+        "version_created": version.created,
         "version_delete": version.delete,
         "version_event": version.event_id,
     }

@@ -3,10 +3,14 @@
 No I/O here: the consumer loads what is stored, asks these functions what to do, and writes the
 answer. The contract's rules this module holds:
 
-- Newest wins, per record. An event's version is its object's `last_modified`, else the event's
-  `created`. Versions are totally ordered by (time, is-delete, event id): equal times resolve the
-  same way whatever order the events arrive in (a delete beats an update of the same instant; the
-  event id breaks the last tie), so the final state never depends on arrival order.
+- Newest wins, per record. An event's version is its object's `last_modified` (else the event's
+  `created`), then the event's `created`. Versions are totally ordered by (time, event created,
+  is-delete, event id): at an equal `last_modified` the later event wins, so a record shared
+  again after its delete (Clever sends the `*.created` with the `last_modified` it had when it
+  was deleted) comes back; only at equal times as well does a delete beat an update, and the
+  event id breaks the last tie. Equal versions resolve the same way whatever order the events
+  arrive in, so the final state never depends on arrival order. The SQL guard in
+  `service/roster/store.upsert_records` compares the same four columns in the same order.
 - An event not newer than what is stored is `stale` and changes nothing. A delete is a tombstone:
   it keeps its version, so older updates never bring the record back; a newer create or update
   does.
@@ -25,7 +29,10 @@ from typing import Generic, TypeVar
 
 @dataclass(frozen=True, order=True)
 class Version:
-    at: datetime
+    """A record version; the field order is the comparison order (see the module's rules)."""
+
+    at: datetime  # the object's last_modified, else the event's created
+    created: datetime  # the event's created
     delete: bool
     event_id: str
 

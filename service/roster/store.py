@@ -7,15 +7,27 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import BindParameter, DateTime, Table, Text, any_, bindparam, delete, select, text
+from sqlalchemy import (
+    BindParameter,
+    DateTime,
+    Table,
+    Text,
+    any_,
+    bindparam,
+    delete,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from schemas.clever import User
 from service.db.packed import text_array
-from service.db.tables import RECORD_TABLES, event_log, section_members, user_schools
+from service.db.tables import RECORD_TABLES, event_log, section_members, user_schools, users
 from service.roster.rules import Version
 
 SETTLED = ("applied", "stale", "dead_lettered")
@@ -28,16 +40,31 @@ def _ids(ids: Sequence[str]) -> BindParameter[list[str]]:
     return bindparam("ids", list(ids), type_=text_array)
 
 
-async def settled_event_ids(conn: AsyncConnection, ids: Sequence[str]) -> set[str]:
-    """Event ids whose outcome is already decided: a redelivery or replay skips them."""
+class Settled(NamedTuple):
+    pending: bool  # dead-lettered, its dead-letter record not yet acknowledged by Kafka
+    error: str | None
+
+
+async def settled_events(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, Settled]:
+    """Events whose outcome is already decided (a redelivery or replay skips them), by id."""
     if not ids:
-        return set()
+        return {}
     rows = await conn.execute(
-        select(event_log.c.event_id).where(
+        select(event_log.c.event_id, event_log.c.dead_letter_pending, event_log.c.error).where(
             event_log.c.event_id == any_(_ids(ids)), event_log.c.status.in_(SETTLED)
         )
     )
-    return {row[0] for row in rows}
+    return {row[0]: Settled(row[1], row[2]) for row in rows}
+
+
+async def dead_letters_sent(conn: AsyncConnection, ids: Sequence[str]) -> None:
+    """Kafka has acknowledged these events' dead-letter records."""
+    if ids:
+        await conn.execute(
+            update(event_log)
+            .where(event_log.c.event_id == any_(_ids(ids)), event_log.c.dead_letter_pending)
+            .values(dead_letter_pending=False)
+        )
 
 
 async def lock_districts(conn: AsyncConnection, district_ids: Iterable[str]) -> None:
@@ -57,12 +84,21 @@ async def stored_versions(
     """The stored version of each record, rows locked until the transaction ends."""
     table = RECORD_TABLES[kind]
     rows = await conn.execute(
-        select(table.c.id, table.c.version_at, table.c.version_delete, table.c.version_event)
+        select(
+            table.c.id,
+            table.c.version_at,
+            table.c.version_created,
+            table.c.version_delete,
+            table.c.version_event,
+        )
         .where(table.c.id == any_(_ids(sorted(ids))))
         .order_by(table.c.id)
         .with_for_update()
     )
-    return {r.id: Version(r.version_at, r.version_delete, r.version_event) for r in rows}
+    return {
+        r.id: Version(r.version_at, r.version_created, r.version_delete, r.version_event)
+        for r in rows
+    }
 
 
 async def section_students(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, set[str]]:
@@ -78,6 +114,22 @@ async def section_students(conn: AsyncConnection, ids: Sequence[str]) -> dict[st
     for section_id, user_id in rows:
         students.setdefault(section_id, set()).add(user_id)
     return students
+
+
+async def users_losing_roles(
+    conn: AsyncConnection, lacking: dict[str, list[str]]
+) -> dict[str, User]:
+    """The stored, live user records that hold a role their write lacks (`lacking[user]`): the
+    record as it was, for the role's `deleted` message. Few users change roles, so only those
+    records are read whole."""
+    if not lacking:
+        return {}
+    rows = await conn.execute(
+        select(users.c.id, users.c.roles, users.c.data).where(
+            users.c.id == any_(_ids(sorted(lacking))), ~users.c.deleted
+        )
+    )
+    return {r.id: User.model_validate(r.data) for r in rows if set(r.roles) & set(lacking[r.id])}
 
 
 _ARRAY_TYPES = {"TEXT": "text", "BOOLEAN": "boolean", "INTEGER": "int", "BIGINT": "bigint"}
@@ -172,6 +224,10 @@ async def insert_rows(
     )
 
 
+# A record's version in SQL: the same columns, in the same order, as `rules.Version` compares.
+_VERSION = "{t}.version_at, {t}.version_created, {t}.version_delete, {t}.version_event"
+
+
 async def upsert_records(conn: AsyncConnection, kind: str, rows: Sequence[dict[str, Any]]) -> None:
     """Writes the planner's winning rows; the version guard repeats newest-wins in SQL. Each
     row's `data` is the whole event's JSON as received: the database takes the object out of it
@@ -187,8 +243,7 @@ async def upsert_records(conn: AsyncConnection, kind: str, rows: Sequence[dict[s
         rows,
         conflict=(
             f"ON CONFLICT (id) DO UPDATE SET {updates}, updated_at = now() "
-            "WHERE (EXCLUDED.version_at, EXCLUDED.version_delete, EXCLUDED.version_event) > "
-            "(t.version_at, t.version_delete, t.version_event)"
+            f"WHERE ({_VERSION.format(t='EXCLUDED')}) > ({_VERSION.format(t='t')})"
         ),
         overrides={"data": "CAST({c} AS jsonb) -> 'data' -> 'object'"},
     )
@@ -229,7 +284,10 @@ async def replace_user_schools(
 
 async def record_outcomes(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     """Writes each event's outcome; the door's row (source, received time) is kept."""
-    kept = ("status", "error", "applied_at", "kafka_partition", "kafka_offset")
+    if not rows:
+        return
+    updated = ("status", "error", "applied_at", "kafka_partition", "kafka_offset")
+    kept = [c for c in (*updated, "dead_letter_pending") if c in rows[0]]
     await insert_rows(
         conn,
         event_log,

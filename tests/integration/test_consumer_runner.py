@@ -27,6 +27,9 @@ class Boom(Exception):
 
 
 class FailingHandler:
+    async def after_commit(self, engine: AsyncEngine, result: object) -> None:
+        pass
+
     def committed(self, result: object) -> None:
         raise AssertionError("never committed")
 
@@ -171,6 +174,9 @@ class ConnectionKilledOnce:
         if self.attempts == 1:
             await uow.connection.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
 
+    async def after_commit(self, engine: AsyncEngine, result: object) -> None:
+        pass
+
     def committed(self, result: object) -> None:
         pass
 
@@ -206,6 +212,9 @@ class FailsOnPartitionZero:
         await EventLogRecorder().handle(uow, records)
         if any(r.partition == 0 for r in records):
             raise Boom("partition 0 fails")
+
+    async def after_commit(self, engine: AsyncEngine, result: object) -> None:
+        pass
 
     def committed(self, result: object) -> None:
         pass

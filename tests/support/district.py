@@ -129,11 +129,16 @@ class Expected:
     student_sections: dict[str, list[str]]
 
 
-def _version(event: dict[str, Any]) -> tuple[str, bool, str]:
+def _time(stamp: str) -> str:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).isoformat()
+
+
+def _version(event: dict[str, Any]) -> tuple[str, str, bool, str]:
     obj = event["data"]["object"]
     at = obj.get("last_modified") or event["created"]
     return (
-        datetime.fromisoformat(at.replace("Z", "+00:00")).isoformat(),
+        _time(at),
+        _time(event["created"]),
         event["type"].endswith(".deleted"),
         event["id"],
     )

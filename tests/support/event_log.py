@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.runner import Record
 from schemas import kafka_headers as h
@@ -38,6 +39,9 @@ def log_rows(records: Sequence[Record]) -> list[dict[str, object]]:
 
 
 class EventLogRecorder:
+    async def after_commit(self, engine: AsyncEngine, result: object) -> None:
+        pass
+
     def committed(self, result: object) -> None:
         pass
 

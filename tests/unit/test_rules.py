@@ -5,9 +5,12 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.clever import EVENT_ADAPTER, RECORD_KINDS
+from service.roster.records import version_of
 from service.roster.rules import (
     Incoming,
     Outcome,
@@ -17,8 +20,10 @@ from service.roster.rules import (
     plan_batch,
     student_schools,
 )
+from tests.support.factory import Factory
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+EPOCH = datetime.min.replace(tzinfo=UTC)
 RECORDS: list[RecordKey] = [("users", "u1"), ("users", "u2"), ("sections", "s1")]
 
 
@@ -29,8 +34,10 @@ def streams(draw: st.DrawFn) -> list[Incoming[None]]:
     for n in range(draw(st.integers(1, 25))):
         record = draw(st.sampled_from(RECORDS))
         at = T0 + timedelta(seconds=draw(st.integers(0, 6)))
+        created = at + timedelta(seconds=draw(st.integers(0, 2)))
         delete = draw(st.booleans())
-        events.append(Incoming(f"e{n:03d}", record, Version(at, delete, f"e{n:03d}"), None))
+        version = Version(at, created, delete, f"e{n:03d}")
+        events.append(Incoming(f"e{n:03d}", record, version, None))
     return events
 
 
@@ -77,26 +84,49 @@ def test_each_event_is_applied_iff_newer_than_all_before_it(events: list[Incomin
     for event in events:
         expected = (
             Outcome.APPLIED
-            if event.version
-            > seen.get(event.record, Version(datetime.min.replace(tzinfo=UTC), False, ""))
+            if event.version > seen.get(event.record, Version(EPOCH, EPOCH, False, ""))
             else Outcome.STALE
         )
         assert plan.outcomes[event.event_id] is expected
         seen[event.record] = max(seen.get(event.record, event.version), event.version)
 
 
+def _at(seconds: int) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
 def test_a_tombstone_keeps_older_updates_out_and_newer_ones_in() -> None:
-    deleted = Version(T0 + timedelta(seconds=5), True, "del")
-    assert decide(deleted, Version(T0 + timedelta(seconds=4), False, "old")) is Outcome.STALE
-    assert decide(deleted, Version(T0 + timedelta(seconds=6), False, "new")) is Outcome.APPLIED
+    deleted = Version(_at(5), _at(5), True, "del")
+    assert decide(deleted, Version(_at(4), _at(9), False, "old")) is Outcome.STALE
+    assert decide(deleted, Version(_at(6), _at(6), False, "new")) is Outcome.APPLIED
 
 
 def test_ties_resolve_the_same_in_any_order() -> None:
-    update = Version(T0, False, "b")
-    delete = Version(T0, True, "a")
+    update = Version(T0, T0, False, "b")
+    delete = Version(T0, T0, True, "a")
     assert decide(update, delete) is Outcome.APPLIED  # a delete beats an update of the instant
     assert decide(delete, update) is Outcome.STALE
     assert decide(update, update) is Outcome.STALE  # the same event again
+
+
+@pytest.mark.parametrize("kind", RECORD_KINDS)
+def test_a_record_shared_again_after_its_delete_comes_back(kind: str) -> None:
+    """Clever re-shares a record with the `last_modified` it had when it was deleted: at an
+    equal `last_modified`, the later event (by `created`) wins, whatever the arrival order."""
+    factory = Factory(seed=7)
+    obj = factory.obj(kind, factory.oid())
+    deleted = factory.event(f"{kind}.deleted", obj=obj)
+    reshared = factory.event(f"{kind}.created", obj=obj)  # created later, same last_modified
+    delete_v, reshare_v = (
+        version_of(EVENT_ADAPTER.validate_python(e)) for e in (deleted, reshared)
+    )
+    assert delete_v.at == reshare_v.at
+    assert decide(delete_v, reshare_v) is Outcome.APPLIED
+    assert decide(reshare_v, delete_v) is Outcome.STALE
+    record = ("k", "r")
+    for order in ([delete_v, reshare_v], [reshare_v, delete_v]):
+        plan = plan_batch({}, [Incoming(v.event_id, record, v, None) for v in order])
+        assert plan.writes[record].version == reshare_v
 
 
 def test_student_schools_union_sorted() -> None:
