@@ -3,9 +3,12 @@ fixed.
 
 The event log is the source of truth: every run reads the whole dead-letter topic and re-publishes
 only the events whose status is still `dead_lettered` (optionally only the ids given), so running
-it twice re-drives nothing twice. The status reset to `accepted` (without it the consumer would
-skip the event as settled) is committed only after Kafka has acknowledged every re-published
-event: a run that fails part-way resets nothing, and the next run sends again.
+it twice re-drives nothing twice. Safe while consumers run: the status goes back to `accepted`
+(with `redrive_requested_at` set) and is committed *before* anything is re-published, so a
+consumer can never read the copy while the event still looks settled and skip it for good. The
+mark is cleared once Kafka has acknowledged the copies; a run that fails in between leaves the
+events `accepted` and marked, and the next run finds them again and re-publishes (a copy sent
+twice is applied once: the second is settled by then).
 """
 
 from __future__ import annotations
@@ -73,35 +76,50 @@ async def redrive(
             report.unidentifiable += 1
         elif wanted is None or event_id in wanted:
             by_id[event_id] = (key, value, headers)  # the latest dead-lettering wins
+    now = datetime.now(UTC)
     async with UnitOfWork(engine) as uow:
         reset = await uow.connection.execute(
             update(event_log)
-            .where(event_log.c.event_id.in_(by_id), event_log.c.status == "dead_lettered")
-            .values(status="accepted", error=None, applied_at=None)
+            .where(
+                event_log.c.event_id.in_(by_id),
+                (event_log.c.status == "dead_lettered")
+                | (
+                    (event_log.c.status == "accepted")
+                    & event_log.c.redrive_requested_at.is_not(None)
+                ),
+            )
+            .values(status="accepted", error=None, applied_at=None, redrive_requested_at=now)
             .returning(event_log.c.event_id)
         )
         to_send = sorted(row[0] for row in reset)
-        report.not_dead = len(by_id) - len(to_send)
-        producer = AIOKafkaProducer(**producer_options(bootstrap))
-        await producer.start()
-        try:
-            now = datetime.now(UTC).isoformat().encode()
-            futures = []
-            for event_id in to_send:
-                key, value, headers = by_id[event_id]
-                kept = [(n, v) for n, v in headers if not n.startswith(DLQ_HEADER_PREFIX)]
-                futures.append(
-                    await producer.send(
-                        CLEVER_EVENTS.name,
-                        key=key,
-                        value=value,
-                        headers=[*kept, ("redriven-at", now)],
-                    )
+        # Committed before the re-publish: a consumer must find the event unsettled.
+        await uow.commit()
+    report.not_dead = len(by_id) - len(to_send)
+    producer = AIOKafkaProducer(**producer_options(bootstrap))
+    await producer.start()
+    try:
+        stamp = now.isoformat().encode()
+        futures = []
+        for event_id in to_send:
+            key, value, headers = by_id[event_id]
+            kept = [(n, v) for n, v in headers if not n.startswith(DLQ_HEADER_PREFIX)]
+            futures.append(
+                await producer.send(
+                    CLEVER_EVENTS.name,
+                    key=key,
+                    value=value,
+                    headers=[*kept, ("redriven-at", stamp)],
                 )
-            await asyncio.gather(*futures)
-        finally:
-            await producer.stop()
-        # Committed only once Kafka holds every re-published event: a failed run resets nothing.
+            )
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    async with UnitOfWork(engine) as uow:  # acknowledged: a later run need not send them again
+        await uow.connection.execute(
+            update(event_log)
+            .where(event_log.c.event_id.in_(to_send), event_log.c.redrive_requested_at == now)
+            .values(redrive_requested_at=None)
+        )
         await uow.commit()
     report.redriven = len(to_send)
     return report
