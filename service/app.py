@@ -77,7 +77,11 @@ def create_app(settings: Settings) -> FastAPI:
         # retries on a fresh one).
         ingest_pool = DriverPool(driver_dsn(database_url(settings)), size=5)
         app.state.ingestor = Ingestor(
-            ingest_pool, app.state.kafka, timeout=settings.publish_timeout_seconds
+            ingest_pool,
+            app.state.kafka,
+            timeout=settings.publish_timeout_seconds,
+            database_timeout=settings.webhook_database_timeout_seconds,
+            max_queued_events=settings.webhook_max_queued_events,
         )
         try:
             yield
