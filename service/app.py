@@ -21,6 +21,7 @@ from service.kafka.config import bootstrap_servers
 from service.kafka.gateway import KafkaGateway
 from service.logs import configure_logging
 from service.metrics import RequestMetrics
+from service.outbox import routes as outbox_routes
 from service.programs import routes as program_routes
 from service.roster import routes as roster_routes
 from service.settings import Settings, load_settings
@@ -77,7 +78,11 @@ def create_app(settings: Settings) -> FastAPI:
         # retries on a fresh one).
         ingest_pool = DriverPool(driver_dsn(database_url(settings)), size=5)
         app.state.ingestor = Ingestor(
-            ingest_pool, app.state.kafka, timeout=settings.publish_timeout_seconds
+            ingest_pool,
+            app.state.kafka,
+            timeout=settings.publish_timeout_seconds,
+            database_timeout=settings.webhook_database_timeout_seconds,
+            max_queued_events=settings.webhook_max_queued_events,
         )
         try:
             yield
@@ -104,6 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(events_routes.router)
     app.include_router(roster_routes.router)
     app.include_router(program_routes.router)
+    app.include_router(outbox_routes.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     webhook_max_events: int = Field(10_000, ge=1)
     webhook_tolerance_seconds: int = Field(300, ge=1)
     publish_timeout_seconds: float = Field(10.0, gt=0)
+    # The door's bounds when a dependency stalls: each database step (claim, commit, release), and
+    # the events that may wait for a batch before a request is refused with 503 at once.
+    webhook_database_timeout_seconds: float = Field(5.0, gt=0)
+    webhook_max_queued_events: int = Field(50_000, ge=1)
 
     # Consumer batching.
     consumer_group: str = "roster-consumer"

@@ -139,8 +139,12 @@ outbox = Table(
     Column("data", JSON, nullable=False),  # written once, read once as text (migration 0005)
     Column("written_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("sent_at", DateTime(timezone=True)),
+    # A row the broker refused for good, set aside with its error (migration 0008).
+    Column("parked_at", DateTime(timezone=True)),
+    Column("park_error", Text),
     Index("outbox_pending", "id", postgresql_where=text("sent_at IS NULL")),
     Index("outbox_sent", "sent_at", postgresql_where=text("sent_at IS NOT NULL")),
+    Index("outbox_parked", "id", postgresql_where=text("parked_at IS NOT NULL")),
 )
 outbox_shards = Table("outbox_shards", metadata, Column("shard", SmallInteger, primary_key=True))
 outbox_sequences = Table(

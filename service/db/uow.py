@@ -75,11 +75,13 @@ class DriverUnitOfWork:
     execution layer cost about 300-450 us of CPU per door transaction (begin, one insert,
     commit), more than the driver's own work (about 300 us). The same rule as `UnitOfWork`:
     leaving without `commit()` rolls back. A connection whose statement failed or was cut short
-    never goes back to the pool.
+    never goes back to the pool. `timeout` bounds the commit (it raises `TimeoutError`) and the
+    rollback (the connection is then thrown away, which ends the transaction on the server).
     """
 
-    def __init__(self, pool: DriverPool) -> None:
+    def __init__(self, pool: DriverPool, *, timeout: float | None = None) -> None:
         self._pool = pool
+        self._timeout = timeout
         self._driver: Any = None
         self._transaction: Any = None
         self._finished = False
@@ -106,7 +108,8 @@ class DriverUnitOfWork:
             raise RuntimeError("no open transaction to commit")
         self._finished = True  # committed or not, the transaction is over
         try:
-            await self._transaction.commit()
+            async with asyncio.timeout(self._timeout):
+                await self._transaction.commit()
         except BaseException as exc:
             self._failure = exc  # even if the caller goes on: the connection is suspect
             raise
@@ -124,7 +127,8 @@ class DriverUnitOfWork:
         try:
             if self._transaction is not None and not self._finished:
                 self._finished = True
-                await self._transaction.rollback()
+                async with asyncio.timeout(self._timeout):
+                    await self._transaction.rollback()
         except asyncio.CancelledError as cancelled:
             self._release(cancelled)
             raise

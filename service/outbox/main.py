@@ -22,7 +22,8 @@ async def run_relay(settings: Settings) -> None:
         return
     serve_metrics(settings.relay_metrics_port, settings.http_host, "relay")
     engine = make_engine(database_url(settings), pool_size=2)
-    producer = AIOKafkaProducer(**producer_options(bootstrap))
+    options = producer_options(bootstrap)
+    producer = AIOKafkaProducer(**options)
     relay = Relay(
         engine,
         producer,
@@ -30,10 +31,11 @@ async def run_relay(settings: Settings) -> None:
         poll_seconds=settings.relay_poll_seconds,
         publish_timeout=settings.publish_timeout_seconds,
         retention_seconds=settings.outbox_retention_seconds,
+        producer_options=options,
     )
     try:
         await producer.start()
         log.info("relay started")
         await relay.run(stop)
     finally:
-        await close_all(producer.stop(), engine.dispose())
+        await close_all(relay.producer.stop(), engine.dispose())

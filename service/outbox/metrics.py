@@ -10,5 +10,11 @@ RELAY_LATENCY = Histogram(
     "From the writing transaction to the broker's acknowledgement",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10, 60),
 )
-BACKLOG = Gauge("roster_outbox_backlog", "Outbox messages not yet published")
+BACKLOG = Gauge("roster_outbox_backlog", "Outbox messages waiting to be published (not parked)")
+PARKED = Gauge(
+    "roster_outbox_parked", "Outbox messages the broker refused for good, set aside until re-queued"
+)
+PARKED_TOTAL = Counter(
+    "roster_outbox_rows_parked_total", "Outbox messages this relay parked", ["topic", "error"]
+)
 PRUNED = Counter("roster_outbox_pruned_total", "Sent outbox rows deleted after retention")

@@ -9,6 +9,20 @@ acknowledgement, mark them sent, commit. So:
   a duplicate with the same sequence number, never a loss;
 - a relay that cannot reach Kafka rolls back and tries again; nothing is marked sent unsent.
 Between rounds the relay sleeps until a NOTIFY from a committing writer, or the poll interval.
+
+A row the broker will never accept as it is (too large for its topic, an invalid topic name, a row
+that cannot be encoded: `REFUSALS`) is parked with its error instead of failing every round for
+ever; the others are published. The broker refuses a whole record batch for one such record, so
+each refused row is tried again alone to find the one at fault. Transient errors (broker down,
+leader moving, timeouts, authorisation) are never a reason to park: the round is retried.
+
+The rows after a parked row go on, those of its key too, rather than waiting behind it. Every
+message carries its entity's full state and a per-key sequence, and subscribers keep the highest
+sequence per key (see the README), so the next message of the key supersedes the parked one: the
+downstream state stays current instead of freezing until someone acts. The parked row leaves a gap
+in its key's sequence; re-queued later, it arrives with its old sequence and a subscriber drops it
+if a newer one was seen (a row retried alone after a newer row of its key went out in a later
+record batch is dropped the same way).
 """
 
 from __future__ import annotations
@@ -22,6 +36,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    UnsupportedForMessageFormatError,
+)
 from cloudevents.core.bindings.kafka import to_binary
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
@@ -32,12 +54,27 @@ from schemas.roster_changes import CHANGES_SOURCE, CHANGES_TOPIC
 from service import failpoints
 from service.db.uow import UnitOfWork
 from service.outbox import store
-from service.outbox.metrics import BACKLOG, PRUNED, RELAY_LATENCY, RELAYED
+from service.outbox.metrics import BACKLOG, PARKED, PARKED_TOTAL, PRUNED, RELAY_LATENCY, RELAYED
 
 log = logging.getLogger(__name__)
 
 _FORMAT = JSONFormat()
 SOURCES = {CHANGES_TOPIC: CHANGES_SOURCE, ALERTS_TOPIC: ALERTS_SOURCE}
+
+
+class Unencodable(Exception):
+    """The row cannot be made into a message (its stored data is not what the relay expects)."""
+
+
+# The broker (or the client, checking first) will never accept this record as it is.
+REFUSALS: tuple[type[BaseException], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    InvalidTopicError,
+    UnsupportedForMessageFormatError,
+    Unencodable,
+)
 
 
 def kafka_message(row: store.Pending) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
@@ -70,9 +107,14 @@ class Relay:
         publish_timeout: float = 10.0,
         retention_seconds: int = 7 * 24 * 3600,
         housekeeping_seconds: float = 5.0,
+        producer_options: dict[str, Any] | None = None,
     ) -> None:
+        """`producer_options` lets the relay start a fresh producer after the broker refused a
+        record (see `_publish`); the caller stops whichever `self.producer` is current."""
         self.engine = engine
         self.producer = producer
+        self.producer_options = producer_options
+        self._renewing = False  # the producer was stopped to be replaced
         self.batch = batch
         self.poll_seconds = poll_seconds
         self.publish_timeout = publish_timeout
@@ -84,30 +126,100 @@ class Relay:
         self._raw: Any = None
 
     async def relay_once(self) -> int:
-        """One round; returns how many rows it published."""
+        """One round; returns how many rows it settled (published or parked)."""
         async with UnitOfWork(self.engine) as uow:
             rows = await store.claim(uow.connection, self.batch)
             if not rows:
                 return 0
-            await self._publish(rows)
+            sent, parked = await self._publish(rows)
             failpoints.hit("relay.after_publish")
-            await store.mark_sent(uow.connection, [r.id for r in rows])
+            await store.mark_sent(uow.connection, [r.id for r in sent])
+            if parked:
+                await store.park(uow.connection, [(r.id, error) for r, error in parked])
             await uow.commit()
         now = datetime.now(UTC)
-        for row in rows:
+        for row in sent:
             RELAYED.labels(row.topic).inc()
             RELAY_LATENCY.observe(max(0.0, (now - row.written_at).total_seconds()))
-        self.published += len(rows)
+        for row, error in parked:
+            PARKED_TOTAL.labels(row.topic, error.split(":", 1)[0]).inc()
+            log.error(
+                "outbox row parked: the broker refuses it",
+                extra={"outbox_id": row.id, "topic": row.topic, "key": row.key, "error": error},
+            )
+        if parked:
+            PARKED.inc(len(parked))  # exact again at the next housekeeping
+        self.published += len(sent)
         return len(rows)
 
-    async def _publish(self, rows: Sequence[store.Pending]) -> None:
+    async def _publish(
+        self, rows: Sequence[store.Pending]
+    ) -> tuple[list[store.Pending], list[tuple[store.Pending, str]]]:
+        """Publishes `rows`; returns those acknowledged and those refused for good (with the
+        error). Raises on anything else, and if not every row is settled within the bound."""
         # Sent one after another (each `send` only queues), so a partition receives each key's
         # rows in id order; then every acknowledgement is awaited, within a bound.
-        sends = []
-        for row in rows:
-            key, value, headers = kafka_message(row)
-            sends.append(await self.producer.send(row.topic, value, key=key, headers=headers))
-        await asyncio.wait_for(asyncio.gather(*sends), timeout=self.publish_timeout)
+        await self._ensure_producer()
+        sends = [await self._send(row) for row in rows]
+        await _settle(sends, self.publish_timeout)
+        suspects = [row for row, f in zip(rows, sends, strict=True) if _suspect(f)]
+        if not suspects:
+            return list(rows), []
+        # The broker refuses a whole record batch for one record: each suspect row alone, in id
+        # order, tells which is at fault. An idempotent producer's sequence numbers for the
+        # refused batch's partition are spent (later batches there fail out of sequence, and are
+        # suspects too): a fresh producer sends them, and another after each refusal.
+        await self._renew_producer()
+        failed = {row.id for row in suspects}
+        sent = [row for row in rows if row.id not in failed]
+        parked: list[tuple[store.Pending, str]] = []
+        for row in suspects:
+            future = await self._send(row)
+            await _settle([future], self.publish_timeout)
+            if _refused(future):
+                exc = future.exception()
+                parked.append((row, f"{type(exc).__name__}: {exc}"[:1000]))
+                await self._renew_producer()
+            else:
+                sent.append(row)
+        return sent, parked
+
+    async def _send(self, row: store.Pending) -> asyncio.Future[Any]:
+        """The send of `row`, or a future failed with why it cannot be sent."""
+        try:
+            try:
+                key, value, headers = kafka_message(row)
+            except (ValueError, TypeError) as exc:
+                raise Unencodable(str(exc)[:500]) from exc
+            sending: asyncio.Future[Any] = await self.producer.send(
+                row.topic, value, key=key, headers=headers
+            )
+            return sending
+        except REFUSALS as exc:  # the client's own checks (its request size limit, say)
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            return failed
+
+    async def _renew_producer(self) -> None:
+        """Replaces the producer by a fresh one with the same settings (a new producer id). If
+        the fresh one cannot start, the round fails and the next round starts one."""
+        if not self.producer_options:
+            return
+        self._renewing = True
+        await self.producer.stop()
+        await self._ensure_producer()
+
+    async def _ensure_producer(self) -> None:
+        if not self._renewing:
+            return
+        assert self.producer_options is not None
+        fresh = AIOKafkaProducer(**self.producer_options)
+        try:
+            await fresh.start()
+        except BaseException:
+            await fresh.stop()
+            raise
+        self.producer, self._renewing = fresh, False
 
     async def run(self, stop: asyncio.Event) -> None:
         delay = 0.1
@@ -151,7 +263,9 @@ class Relay:
             if pruned < 10_000:
                 break
         async with self.engine.connect() as conn:
-            BACKLOG.set(await store.backlog(conn))
+            waiting, parked = await store.backlog(conn)
+        BACKLOG.set(waiting)
+        PARKED.set(parked)
 
     async def _ensure_listener(self) -> None:
         """A connection kept LISTENing for writers' NOTIFY; re-opened after any failure."""
@@ -175,6 +289,36 @@ class Relay:
             with contextlib.suppress(Exception):
                 await conn.invalidate()  # not back to the pool: it still LISTENs
                 await conn.close()
+
+
+async def _settle(futures: Sequence[asyncio.Future[Any]], timeout: float) -> None:
+    """Waits until every future is done; `TimeoutError` if one is not within `timeout`."""
+    pending = [f for f in futures if not f.done()]
+    if pending:
+        _, late = await asyncio.wait(pending, timeout=timeout)
+        if late:
+            raise TimeoutError(f"{len(late)} sends not acknowledged in {timeout} s")
+
+
+def _refused(future: asyncio.Future[Any]) -> bool:
+    """Whether a settled send was refused for good; raises what failed it otherwise (a transient
+    error: the whole round is retried)."""
+    if future.cancelled():
+        raise asyncio.CancelledError("a send was cancelled")
+    exc = future.exception()
+    if exc is None:
+        return False
+    if isinstance(exc, REFUSALS):
+        return True
+    raise exc
+
+
+def _suspect(future: asyncio.Future[Any]) -> bool:
+    """Whether a send of a round must be tried again alone: refused, or out of sequence behind a
+    refused batch."""
+    if not future.cancelled() and isinstance(future.exception(), OutOfOrderSequenceNumber):
+        return True
+    return _refused(future)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

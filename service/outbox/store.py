@@ -2,6 +2,9 @@
 
 Never commits: the consumer's unit of work commits the change and its messages together, and the
 relay's commits the `sent_at` marks together with releasing its shards.
+
+A row the broker will never accept is parked (`parked_at`, `park_error`): the claim skips it until
+an operator re-queues it. The rows after it, of its key too, go on (see `service/outbox/relay.py`).
 """
 
 from __future__ import annotations
@@ -126,7 +129,8 @@ async def claim(conn: AsyncConnection, limit: int) -> list[Pending]:
             SELECT id, topic, message_key, type, district_id, sequence, CAST(data AS text),
                    written_at
               FROM outbox
-             WHERE sent_at IS NULL AND shard = ANY(CAST(:shards AS smallint[]))
+             WHERE sent_at IS NULL AND parked_at IS NULL
+               AND shard = ANY(CAST(:shards AS smallint[]))
              ORDER BY id
              LIMIT :limit
             """
@@ -143,9 +147,81 @@ async def mark_sent(conn: AsyncConnection, ids: Sequence[int]) -> None:
     )
 
 
-async def backlog(conn: AsyncConnection) -> int:
-    result = await conn.execute(text("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
-    return int(result.scalar_one())
+async def park(conn: AsyncConnection, parked: Sequence[tuple[int, str]]) -> None:
+    """Sets rows aside with the error the broker gave for each: (id, error)."""
+    await conn.execute(
+        text(
+            """
+            UPDATE outbox SET parked_at = now(), park_error = p.error
+              FROM unnest(CAST(:ids AS bigint[]), CAST(:errors AS text[])) AS p(id, error)
+             WHERE outbox.id = p.id
+            """
+        ),
+        {"ids": [i for i, _ in parked], "errors": [e for _, e in parked]},
+    )
+
+
+@dataclass(frozen=True)
+class Parked:
+    id: int
+    topic: str
+    key: str
+    type: str
+    district_id: str
+    sequence: int
+    written_at: datetime
+    parked_at: datetime
+    error: str
+
+
+async def list_parked(conn: AsyncConnection, limit: int = 1000) -> list[Parked]:
+    """Parked rows still unsent, oldest first."""
+    rows = await conn.execute(
+        text(
+            """
+            SELECT id, topic, message_key, type, district_id, sequence, written_at, parked_at,
+                   park_error
+              FROM outbox
+             WHERE parked_at IS NOT NULL AND sent_at IS NULL
+             ORDER BY id
+             LIMIT :limit
+            """
+        ),
+        {"limit": limit},
+    )
+    return [Parked(*r) for r in rows]
+
+
+async def requeue(conn: AsyncConnection, row_id: int) -> bool:
+    """Puts a parked row back in line (its cause fixed); False if it is not parked. A NOTIFY at
+    commit wakes the relays."""
+    result = await conn.execute(
+        text(
+            """
+            UPDATE outbox SET parked_at = NULL, park_error = NULL
+             WHERE id = :id AND parked_at IS NOT NULL AND sent_at IS NULL
+            RETURNING id
+            """
+        ),
+        {"id": row_id},
+    )
+    if result.first() is None:
+        return False
+    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+    return True
+
+
+async def backlog(conn: AsyncConnection) -> tuple[int, int]:
+    """Rows waiting for a relay, and rows parked."""
+    result = await conn.execute(
+        text(
+            "SELECT count(*) FILTER (WHERE parked_at IS NULL),"
+            " count(*) FILTER (WHERE parked_at IS NOT NULL)"
+            " FROM outbox WHERE sent_at IS NULL"
+        )
+    )
+    waiting, parked = result.one()
+    return int(waiting), int(parked)
 
 
 async def prune(conn: AsyncConnection, retention_seconds: int, limit: int = 10_000) -> int:

@@ -15,6 +15,18 @@ gave up waiting. Such sends stay in an in-flight registry: a retry of the same e
 already on its way instead of sending a second copy, and a send that lands late writes its dedupe
 row itself. So a broker outage neither loses an event nor puts it twice on the topic (within one
 API process; across replicas the consumer's event-id dedupe absorbs the rare second copy).
+
+Every wait is bounded, so a dependency that stops answering costs a 503, never a hung request:
+- each request has a deadline (`ROSTER_PUBLISH_TIMEOUT_SECONDS` from its arrival) for its wait in
+  the queue and for Kafka; the queue holds at most `ROSTER_WEBHOOK_MAX_QUEUED_EVENTS` events, a
+  request beyond that is answered 503 at once;
+- each database step (connect and claim, commit, release of unacknowledged claims, rollback) has
+  its own bound, `ROSTER_WEBHOOK_DATABASE_TIMEOUT_SECONDS`, so a database that stops answering (at
+  COMMIT, say) ends the batch with a 503 and a connection that is thrown away.
+A request whose deadline passes is answered for what it was waiting on then: Kafka, or the
+database step a batch ahead of it is stuck in. One in a database step waits for that step's own
+bound instead, so Kafka's slowness is never reported as the database's; and a batch waits for Kafka
+until the latest deadline of its requests, so one request about to expire does not fail the others.
 """
 
 from __future__ import annotations
@@ -48,15 +60,27 @@ log = logging.getLogger(__name__)
 _RELEASE = "DELETE FROM event_log WHERE event_id = ANY($1::text[])"
 # How a claim fails when the database is down or slow.
 _CLAIM_FAILURES: tuple[type[BaseException], ...] = (TimeoutError, *DRIVER_ERRORS)
+# How a commit or a release fails: the same (their own bound, or the driver).
+_STEP_FAILURES = _CLAIM_FAILURES
 
 
 class Unavailable(Exception):
     """A dependency could not do its part in time; nothing unacknowledged was recorded."""
 
-    def __init__(self, dependency: str, detail: str) -> None:
+    def __init__(self, dependency: str, detail: str, *, error: str | None = None) -> None:
         super().__init__(f"{dependency}: {detail}")
         self.dependency = dependency
         self.detail = detail
+        self.error = error or f"{dependency}_unavailable"
+        self.message = f"{dependency} could not acknowledge in time; retry"
+
+
+class Overloaded(Unavailable):
+    """Too many events already wait for a batch: refused at once rather than queued."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("ingest", detail, error="overloaded")
+        self.message = "too many events are waiting to be made durable; retry"
 
 
 @dataclass(frozen=True)
@@ -151,7 +175,17 @@ def _claim_statement(sources: tuple[str, ...]) -> str:
     """
 
 
-@dataclass
+# What a batch waits on: the database (claim, then commit or release) or Kafka.
+_CLAIM, _KAFKA, _COMMIT = "claim", "kafka", "commit"
+
+
+@dataclass(eq=False)
+class _Batch:
+    jobs: list[_Job]
+    stage: str = _CLAIM
+
+
+@dataclass(eq=False)
 class _Job:
     """One request's events, waiting for a batch to make them durable."""
 
@@ -160,6 +194,13 @@ class _Job:
     delivery: Delivery
     deadline: float
     result: asyncio.Future[IngestResult]
+    batch: _Batch | None = None  # None while queued
+    queued: bool = True  # counted in the queue's size
+    expired: bool = False  # its deadline passed during a database step of its batch
+
+
+def _dependency(stage: str) -> str:
+    return "kafka" if stage == _KAFKA else "database"
 
 
 class Ingestor:
@@ -178,6 +219,8 @@ class Ingestor:
         kafka: KafkaGateway,
         *,
         timeout: float,
+        database_timeout: float = 5.0,
+        max_queued_events: int = 50_000,
         topic: str = CLEVER_EVENTS.name,
         max_batch_events: int = 5_000,
         max_concurrent_batches: int = 4,
@@ -185,6 +228,10 @@ class Ingestor:
         self._pool = pool
         self._kafka = kafka
         self._timeout = timeout
+        self._db_timeout = database_timeout
+        self._max_queued_events = max_queued_events
+        self._queued_events = 0
+        self._running: dict[_Batch, None] = {}  # in start order
         self._topic = topic
         self._max_batch_events = max_batch_events
         self._slots = asyncio.Semaphore(max_concurrent_batches)
@@ -200,19 +247,56 @@ class Ingestor:
     def inflight(self) -> int:
         return len(self._inflight)
 
+    @property
+    def queued_events(self) -> int:
+        return self._queued_events
+
     async def ingest(self, events: Sequence[ParsedEvent], delivery: Delivery) -> IngestResult:
         unique: dict[str, ParsedEvent] = {}
         for parsed in events:
             unique.setdefault(parsed.event_id, parsed)
         if self._kafka.producer is None:
             raise Unavailable("kafka", "not connected")
+        # An empty queue takes any body, so one larger than the bound is not refused for ever.
+        if self._queued_events and self._queued_events + len(unique) > self._max_queued_events:
+            raise Overloaded(f"{self._queued_events} events queued")
         loop = asyncio.get_running_loop()
         job = _Job(unique, len(events), delivery, loop.time() + self._timeout, loop.create_future())
         self._queue.append(job)
+        self._queued_events += len(unique)
+        # A timer, not a timeout around the await: the batch may still need the job after its
+        # deadline (see `_expire`), and a timer costs the hot path the least.
+        timer = loop.call_at(job.deadline, self._expire, job)
         if not self._forming:
             self._forming = True
             self._spawn(self._form_batches())
-        return await job.result
+        try:
+            return await job.result
+        finally:
+            timer.cancel()
+
+    def _expire(self, job: _Job) -> None:
+        """The job's deadline: answered now if it waits in the queue (blamed on what the oldest
+        running batch waits on) or for Kafka. A job in a database step is answered by the step's
+        outcome, which has its own bound: after a claim the batch gives it no Kafka time, after a
+        commit it is durable."""
+        if job.result.done():
+            return
+        batch = job.batch
+        if batch is None:
+            self._unqueue(job)
+            oldest = next(iter(self._running), None)
+            blamed = _dependency(oldest.stage) if oldest is not None else "kafka"
+            job.result.set_exception(Unavailable(blamed, "queued past the request's deadline"))
+        elif batch.stage == _KAFKA:
+            job.result.set_exception(Unavailable("kafka", "not acknowledged in time"))
+        else:
+            job.expired = True
+
+    def _unqueue(self, job: _Job) -> None:
+        if job.queued:
+            job.queued = False
+            self._queued_events -= len(job.events)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -224,27 +308,37 @@ class Ingestor:
         try:
             while self._queue:
                 await self._slots.acquire()
-                batch: list[_Job] = []
+                batch = _Batch([])
                 size = 0
                 while self._queue and (
-                    not batch or size + len(self._queue[0].events) <= self._max_batch_events
+                    not batch.jobs or size + len(self._queue[0].events) <= self._max_batch_events
                 ):
                     job = self._queue.popleft()
-                    batch.append(job)
+                    self._unqueue(job)
+                    if job.result.done():
+                        continue  # expired in the queue, or its caller left
+                    job.batch = batch
+                    batch.jobs.append(job)
                     size += len(job.events)
+                if not batch.jobs:
+                    self._slots.release()
+                    continue
                 self._spawn(self._run_batch(batch))
         finally:
             self._forming = False
 
-    async def _run_batch(self, jobs: list[_Job]) -> None:
+    async def _run_batch(self, batch: _Batch) -> None:
+        jobs = batch.jobs
+        self._running[batch] = None
         try:
-            outcomes = await self._ingest_batch(jobs)
+            outcomes = await self._ingest_batch(batch)
         except Unavailable as exc:
             outcomes = [exc] * len(jobs)
         except Exception as exc:  # a bug must not leave requests waiting forever
             log.exception("ingest batch failed")
             outcomes = [Unavailable("kafka", type(exc).__name__)] * len(jobs)
         finally:
+            del self._running[batch]
             self._slots.release()
         for job, outcome in zip(jobs, outcomes, strict=True):
             if job.result.done():
@@ -254,11 +348,11 @@ class Ingestor:
             else:
                 job.result.set_result(outcome)
 
-    async def _ingest_batch(self, jobs: list[_Job]) -> list[IngestResult | Unavailable]:
+    async def _ingest_batch(self, batch: _Batch) -> list[IngestResult | Unavailable]:
         producer = self._kafka.producer
         if producer is None:
             raise Unavailable("kafka", "not connected")
-        deadline = min(job.deadline for job in jobs)
+        jobs = batch.jobs
         wanted: dict[str, tuple[ParsedEvent, Delivery]] = {}
         for job in jobs:
             for eid, parsed in job.events.items():
@@ -266,13 +360,31 @@ class Ingestor:
 
         async with AsyncExitStack() as stack:
             try:
-                # Connecting counts against the deadline too: a hanging database is bounded.
-                async with asyncio.timeout_at(deadline):
-                    uow = await stack.enter_async_context(DriverUnitOfWork(self._pool))
+                # Connecting counts against the bound too: a hanging database is bounded.
+                async with asyncio.timeout(self._db_timeout):
+                    uow = await stack.enter_async_context(
+                        DriverUnitOfWork(self._pool, timeout=self._db_timeout)
+                    )
                     claimed = await _claim(uow.driver, wanted)
             except _CLAIM_FAILURES as exc:
-                raise Unavailable("database", type(exc).__name__) from None
+                blamed = "database"
+                if isinstance(exc, TimeoutError) and self._sending(wanted):
+                    # The claim waited on the row locks of a batch whose sends of the same ids
+                    # are still waiting for Kafka.
+                    blamed = "kafka"
+                raise Unavailable(blamed, type(exc).__name__) from None
 
+            # Kafka waits until the latest deadline of the batch's requests; one whose deadline
+            # passed during the claim gets no Kafka time (`_expire`).
+            batch.stage = _KAFKA
+            deadline = asyncio.get_running_loop().time()
+            for job in jobs:
+                if job.result.done():
+                    continue
+                if job.expired:
+                    job.result.set_exception(Unavailable("kafka", "not acknowledged in time"))
+                elif job.deadline > deadline:
+                    deadline = job.deadline
             # Published in arrival order (a page's feed order), whatever the claim's lock order.
             futures = await self._publish(
                 producer, {eid: wanted[eid] for eid in wanted if eid in claimed}, deadline
@@ -281,14 +393,15 @@ class Ingestor:
             landed = {fut for fut in set(futures.values()) if _succeeded(fut)}
             acked = {eid for eid, fut in futures.items() if fut in landed}
             unacked = claimed - acked
+            batch.stage = _COMMIT
             if unacked:
                 await self._keep_acknowledged(uow, unacked, bool(acked))
                 for eid in unacked:
                     self._watch_late_delivery(eid, *wanted[eid])
             else:
                 try:
-                    await uow.commit()
-                except DRIVER_ERRORS as exc:
+                    await uow.commit()  # bounded by the unit of work
+                except _STEP_FAILURES as exc:
                     # Published, not recorded: the retry publishes again (a second copy the
                     # consumer's dedupe absorbs), but nothing is lost.
                     raise Unavailable("database", type(exc).__name__) from None
@@ -421,15 +534,21 @@ class Ingestor:
     ) -> None:
         """Releases the unacknowledged claims; commits the acknowledged ones if there are any."""
         if not any_acked:
-            return  # leaving the unit of work rolls every claim back
+            return  # leaving the unit of work rolls every claim back (bounded)
         try:
-            await uow.driver.execute(_RELEASE, sorted(unacknowledged))
-            await uow.commit()
-        except DRIVER_ERRORS:
+            async with asyncio.timeout(self._db_timeout):
+                await uow.driver.execute(_RELEASE, sorted(unacknowledged))
+                await uow.commit()
+        except _STEP_FAILURES:
             log.warning(
                 "could not record acknowledged events of a failed batch; "
                 "a retry publishes them again"
             )
+
+    def _sending(self, events: dict[str, tuple[ParsedEvent, Delivery]]) -> bool:
+        """Whether a send of one of `events` is still waiting for Kafka."""
+        inflight = self._inflight
+        return any((f := inflight.get(eid)) is not None and not f.done() for eid in events)
 
     def _watch_late_delivery(self, eid: str, parsed: ParsedEvent, delivery: Delivery) -> None:
         future = self._inflight.get(eid)
@@ -452,7 +571,10 @@ class Ingestor:
         self, eid: str, parsed: ParsedEvent, delivery: Delivery, future: SendFuture
     ) -> None:
         try:
-            async with DriverUnitOfWork(self._pool) as uow:
+            async with (
+                asyncio.timeout(self._db_timeout),
+                DriverUnitOfWork(self._pool, timeout=self._db_timeout) as uow,
+            ):
                 await _claim(uow.driver, {eid: (parsed, delivery)})
                 await uow.commit()
         except _CLAIM_FAILURES:

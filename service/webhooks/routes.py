@@ -188,13 +188,10 @@ async def _handle(scope: Scope, receive: Receive) -> _Answer:
                 "event_ids": [p.event_id for p in events[:20]],
             },
         )
-        REJECTIONS.labels(f"{exc.dependency}_unavailable").inc()
+        REJECTIONS.labels(exc.error).inc()
         return _Answer(
             503,
-            {
-                "error": f"{exc.dependency}_unavailable",
-                "message": f"{exc.dependency} could not acknowledge in time; retry",
-            },
+            {"error": exc.error, "message": exc.message},
             [(b"retry-after", str(RETRY_AFTER_S).encode())],
         )
     if log.isEnabledFor(logging.INFO):
@@ -282,7 +279,8 @@ def openapi_paths() -> tuple[dict[str, Any], dict[str, Any]]:
             },
             "415": {"description": "Not JSON", "content": error},
             "503": {
-                "description": "Kafka or the database could not acknowledge in time",
+                "description": "Kafka or the database could not acknowledge in time, or too many "
+                "events wait already",
                 "headers": {"Retry-After": {"schema": {"type": "integer"}}},
                 "content": error,
             },

@@ -132,9 +132,10 @@ async def settled_count(engine: AsyncEngine, ids: set[str]) -> int:
 async def running_relay(services: Services, engine: AsyncEngine) -> AsyncIterator[Relay]:
     """The real relay loop (LISTEN/NOTIFY included) in the background."""
     await ensure_topics(services.kafka_bootstrap)
-    producer = AIOKafkaProducer(**producer_options(services.kafka_bootstrap))
+    options = producer_options(services.kafka_bootstrap)
+    producer = AIOKafkaProducer(**options)
     await producer.start()
-    relay = Relay(engine, producer, batch=500, poll_seconds=5.0)
+    relay = Relay(engine, producer, batch=500, poll_seconds=5.0, producer_options=options)
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop))
     try:
@@ -142,7 +143,7 @@ async def running_relay(services: Services, engine: AsyncEngine) -> AsyncIterato
     finally:
         stop.set()
         await task
-        await producer.stop()
+        await relay.producer.stop()
 
 
 @dataclass
