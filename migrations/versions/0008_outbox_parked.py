@@ -6,7 +6,7 @@ operator re-queues one (`POST /v1/outbox/parked/{id}/retry`) once the cause is f
 index lists parked rows (the API and the metric) without reading the rest of the outbox.
 
 Revision ID: 0008
-Revises: 0006 (to become 0007 when the parallel 0007 is merged)
+Revises: 0007
 Create Date: 2026-11-30
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | None = "0006"
+down_revision: str | None = "0007"
 branch_labels: str | None = None
 depends_on: str | None = None
 
