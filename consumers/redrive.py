@@ -88,7 +88,13 @@ async def redrive(
                     & event_log.c.redrive_requested_at.is_not(None)
                 ),
             )
-            .values(status="accepted", error=None, applied_at=None, redrive_requested_at=now)
+            .values(
+                status="accepted",
+                error=None,
+                applied_at=None,
+                redrive_requested_at=now,
+                dead_letter_pending=False,  # it is in the dead-letter topic: read from there
+            )
             .returning(event_log.c.event_id)
         )
         to_send = sorted(row[0] for row in reset)

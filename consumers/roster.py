@@ -86,14 +86,16 @@ def decode(record: Record) -> Decoded | Poison:
     return Decoded(record, headers, event, event_json)
 
 
-@dataclass(frozen=True)
+@dataclass
 class BatchResult:
     """What a committed batch leaves to do: its outcome rows (metrics), the events it skipped as
-    settled, and the dead letters to publish once the transaction has committed."""
+    settled, and the dead letters to publish once the transaction has committed (`sent` once
+    Kafka acknowledged them, so a retried after-commit step does not send them again)."""
 
     rows: list[dict[str, Any]]
     skipped: int
     dead_letters: list[Poison]
+    sent: bool = False
 
 
 class RosterApplier:
@@ -109,16 +111,21 @@ class RosterApplier:
         # Locks first, then what is settled: a zombie (a consumer still finishing a batch after
         # its partitions moved) waits here for the new owner's commit, then sees its outcomes
         # and skips them, instead of re-deciding them (`stale`) against its own writes.
+        # Every record's district, undecodable ones too (by their key): a zombie's poison waits
+        # as well, and finds the owner's dead-letter rows.
+        districts = {d.event.district_id for d in good}
+        districts |= {(p.record.key or b"").decode("utf-8", "replace") for p in poison}
         await programs.lock_assignments_shared(conn)
-        await store.lock_districts(conn, {d.event.district_id for d in good})
+        await store.lock_districts(conn, districts)
         ids = [d.event.id for d in good] + [p.event_id for p in poison if p.event_id]
         settled = await store.settled_events(conn, ids)
         # Dead letters whose record Kafka never acknowledged (a crash after the commit): sent now.
-        resend = [p for p in poison if p.event_id in settled and settled[p.event_id].pending]
+        pending = {i for i, s in settled.items() if s.pending and s.status == "dead_lettered"}
+        resend = [p for p in poison if p.event_id in pending]
         resend += [
             Poison(d.record, d.headers, d.event.id, settled[d.event.id].error or "")
             for d in good
-            if d.event.id in settled and settled[d.event.id].pending
+            if d.event.id in pending
         ]
         poison = [p for p in poison if p.event_id is None or p.event_id not in settled]
         todo: list[Decoded] = []
@@ -154,10 +161,13 @@ class RosterApplier:
         their pending mark. A failure here is transient: the runner retries this step, and a
         crash before it leaves the batch's offsets uncommitted, so the batch is read again and
         the events still marked pending are sent then."""
-        dead = cast("BatchResult", result).dead_letters
+        batch = cast("BatchResult", result)
+        dead = batch.dead_letters
         if not dead:
             return
-        await self.dead_letters.send(dead)
+        if not batch.sent:
+            await self.dead_letters.send(dead)
+            batch.sent = True
         async with UnitOfWork(engine) as uow:
             await store.dead_letters_sent(uow.connection, [p.event_id for p in dead if p.event_id])
             await uow.commit()
@@ -222,7 +232,7 @@ class RosterApplier:
         rows_by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
         members: dict[str, list[tuple[str, str]]] = {}
         links: dict[str, list[tuple[str, str]]] = {}
-        dropping: dict[str, list[str]] = {}  # user id -> published roles the write lacks
+        lacking: dict[str, list[str]] = defaultdict(list)  # published role -> users without it
         for (kind, record_id), write in plan.writes.items():
             event = write.payload.event
             rows_by_kind[kind].append(record_row(event, write.payload.event_json))
@@ -231,12 +241,10 @@ class RosterApplier:
                 members[record_id] = section_members(obj)
             elif type(obj) is User:
                 links[record_id] = user_school_links(obj)
-                if not write.version.delete and (
-                    obj.roles.student is None or obj.roles.teacher is None
-                ):
-                    dropping[record_id] = [
-                        role for role in PUBLISHED_ROLES if getattr(obj.roles, role) is None
-                    ]
+                if not write.version.delete:
+                    for role in PUBLISHED_ROLES:
+                        if getattr(obj.roles, role) is None:
+                            lacking[role].append(record_id)
         # The single-school rule, per applied event in order, against the roster as it was.
         await check_batch(
             conn,
@@ -252,7 +260,7 @@ class RosterApplier:
             conn, [sid for sid in members if not _deleted(stored.get(("sections", sid)))]
         )
         # Users whose write drops a role that publishes downstream (student, teacher).
-        previous_users = await store.users_losing_roles(conn, dropping)
+        previous_users = await store.users_losing_roles(conn, lacking)
         messages = [
             message
             for (kind, record_id), write in plan.writes.items()

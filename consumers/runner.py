@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.structs import OffsetAndMetadata
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -63,13 +63,13 @@ def is_transient(exc: BaseException) -> bool:
     """A failure worth retrying as it is: the database (or the way to it) was unavailable.
 
     A database outage must never make an event look like poison and be dead-lettered. A Kafka
-    error (a dead-letter send the broker did not acknowledge) is retried too: the records to
-    send are kept until it succeeds."""
-    if isinstance(
-        exc,
-        (OperationalError, InterfaceError, ConnectionError, OSError, TimeoutError, KafkaError),
-    ):
+    error that Kafka calls retriable (broker unreachable, leader moving, replicas short), or a
+    send that timed out, is retried too (a dead-letter send: the records are kept until it
+    succeeds); one it does not (a record too large, no authorisation) is not."""
+    if isinstance(exc, (OperationalError, InterfaceError, ConnectionError, OSError, TimeoutError)):
         return True
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True
@@ -266,7 +266,8 @@ class ConsumerRunner:
             await self._apply(records, stop)
         except Stopping:
             log.warning(
-                "stopping with a batch not applied; it will be read again",
+                "stopping with a batch not done (not applied, or its dead letters not sent); "
+                "it will be read again",
                 extra={"records": len(records)},
             )
             stop.set()

@@ -4,9 +4,12 @@ are tracked in the event log.
 - Every record table gets `version_created`: the `created` time of the event that wrote the row.
   Versions are ordered by (`version_at`, `version_created`, `version_delete`, `version_event`), so
   a record Clever shares again after its delete (a `*.created` carrying the `last_modified` it had
-  when it was deleted, but a later `created`) wins over the delete. Existing rows take their
-  `version_at`: the event that wrote them was created at or after it, so this can only let a
-  later event of the same `last_modified` win, never make an older one win.
+  when it was deleted, but a later `created`) wins over the delete. The column is nullable and
+  not back-filled: adding it rewrites nothing and holds the tables' locks for an instant, and
+  consumers still running the previous code (which does not write it) go on working. A row
+  written before it reads its event's `received_at` from the event log instead (never earlier
+  than the event's `created`, so no older event can win over it), else the far future (the
+  stored row wins every tie, as before); see `service/roster/store.STORED_VERSION`.
 - `event_log.redrive_requested_at`: set, with the status back to `accepted`, by a re-drive
   before it re-publishes (so a running consumer never skips the copy as settled), and cleared
   once Kafka acknowledged the copy; a re-drive that failed in between finds these events again.
@@ -35,8 +38,6 @@ _RECORD_TABLES = ("districts", "schools", "users", "sections", "courses", "terms
 def upgrade() -> None:
     for table in _RECORD_TABLES:
         op.add_column(table, sa.Column("version_created", sa.DateTime(timezone=True)))
-        op.execute(f"UPDATE {table} SET version_created = version_at")
-        op.alter_column(table, "version_created", nullable=False)
     op.add_column("event_log", sa.Column("redrive_requested_at", sa.DateTime(timezone=True)))
     op.add_column(
         "event_log",

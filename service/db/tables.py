@@ -73,7 +73,8 @@ def _record_table(kind: str, *extra: Column[object]) -> Table:
         Column("data", JSONB, nullable=False),
         Column("deleted", Boolean, nullable=False),
         Column("version_at", DateTime(timezone=True), nullable=False),
-        Column("version_created", DateTime(timezone=True), nullable=False),
+        # Null in rows written before migration 0007 (see roster/store.STORED_VERSION).
+        Column("version_created", DateTime(timezone=True)),
         Column("version_delete", Boolean, nullable=False),
         Column("version_event", Text, nullable=False),
         Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),

@@ -59,11 +59,11 @@ async def add_assignment(
     """Assigns a program; the same (program, scope, scope id) again returns the existing one."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}; one of {', '.join(SCOPES)}")
-    await store.lock_scope(conn, scope, scope_id)
     catalog = await store.catalog(conn)
     if program not in catalog.names:
         known = ", ".join(sorted(catalog.names))
         raise UnknownProgram(f"unknown program {program!r}; known programs: {known}")
+    await store.lock_scope(conn, scope, scope_id)  # after the checks: a refusal waits for none
     inserted = (
         await conn.execute(
             text(

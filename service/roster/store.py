@@ -18,6 +18,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     delete,
+    literal_column,
     select,
     text,
     update,
@@ -27,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.clever import User
 from service.db.packed import text_array
-from service.db.tables import RECORD_TABLES, event_log, section_members, user_schools, users
+from service.db.tables import RECORD_TABLES, event_log, section_members, user_schools
 from service.roster.rules import Version
 
 SETTLED = ("applied", "stale", "dead_lettered")
@@ -41,6 +42,7 @@ def _ids(ids: Sequence[str]) -> BindParameter[list[str]]:
 
 
 class Settled(NamedTuple):
+    status: str
     pending: bool  # dead-lettered, its dead-letter record not yet acknowledged by Kafka
     error: str | None
 
@@ -50,11 +52,14 @@ async def settled_events(conn: AsyncConnection, ids: Sequence[str]) -> dict[str,
     if not ids:
         return {}
     rows = await conn.execute(
-        select(event_log.c.event_id, event_log.c.dead_letter_pending, event_log.c.error).where(
-            event_log.c.event_id == any_(_ids(ids)), event_log.c.status.in_(SETTLED)
-        )
+        select(
+            event_log.c.event_id,
+            event_log.c.status,
+            event_log.c.dead_letter_pending,
+            event_log.c.error,
+        ).where(event_log.c.event_id == any_(_ids(ids)), event_log.c.status.in_(SETTLED))
     )
-    return {row[0]: Settled(row[1], row[2]) for row in rows}
+    return {row[0]: Settled(row[1], row[2], row[3]) for row in rows}
 
 
 async def dead_letters_sent(conn: AsyncConnection, ids: Sequence[str]) -> None:
@@ -87,13 +92,13 @@ async def stored_versions(
         select(
             table.c.id,
             table.c.version_at,
-            table.c.version_created,
+            literal_column(_CREATED.format(t=kind)).label("version_created"),
             table.c.version_delete,
             table.c.version_event,
         )
         .where(table.c.id == any_(_ids(sorted(ids))))
         .order_by(table.c.id)
-        .with_for_update()
+        .with_for_update(of=table)
     )
     return {
         r.id: Version(r.version_at, r.version_created, r.version_delete, r.version_event)
@@ -119,17 +124,19 @@ async def section_students(conn: AsyncConnection, ids: Sequence[str]) -> dict[st
 async def users_losing_roles(
     conn: AsyncConnection, lacking: dict[str, list[str]]
 ) -> dict[str, User]:
-    """The stored, live user records that hold a role their write lacks (`lacking[user]`): the
-    record as it was, for the role's `deleted` message. Few users change roles, so only those
-    records are read whole."""
-    if not lacking:
+    """The stored, live user records that hold a role their write lacks (`lacking[role]` =
+    the users written without it): the record as it was, for the role's `deleted` message. Few
+    users change roles, and only theirs are read whole."""
+    if not any(lacking.values()):
         return {}
-    rows = await conn.execute(
-        select(users.c.id, users.c.roles, users.c.data).where(
-            users.c.id == any_(_ids(sorted(lacking))), ~users.c.deleted
-        )
+    held = " OR ".join(
+        f"('{role}' = ANY(roles) AND id = ANY(CAST(:{role} AS text[])))" for role in lacking
     )
-    return {r.id: User.model_validate(r.data) for r in rows if set(r.roles) & set(lacking[r.id])}
+    rows = await conn.execute(
+        text(f"SELECT id, data FROM users WHERE NOT deleted AND ({held})"),
+        {role: sorted(set(users_)) for role, users_ in lacking.items()},
+    )
+    return {r.id: User.model_validate(r.data) for r in rows}
 
 
 _ARRAY_TYPES = {"TEXT": "text", "BOOLEAN": "boolean", "INTEGER": "int", "BIGINT": "bigint"}
@@ -225,7 +232,15 @@ async def insert_rows(
 
 
 # A record's version in SQL: the same columns, in the same order, as `rules.Version` compares.
-_VERSION = "{t}.version_at, {t}.version_created, {t}.version_delete, {t}.version_event"
+# A row written before migration 0007 has no `version_created`: its event's reception time
+# stands in (never before the event's `created`, so no older event wins over it), else the far
+# future (the stored row wins every tie, as it did before).
+_CREATED = (
+    "COALESCE({t}.version_created, (SELECT e.received_at FROM event_log e "
+    "WHERE e.event_id = {t}.version_event), TIMESTAMPTZ '9999-12-31 00:00:00+00')"
+)
+STORED_VERSION = "{t}.version_at, " + _CREATED + ", {t}.version_delete, {t}.version_event"
+_INCOMING_VERSION = "{t}.version_at, {t}.version_created, {t}.version_delete, {t}.version_event"
 
 
 async def upsert_records(conn: AsyncConnection, kind: str, rows: Sequence[dict[str, Any]]) -> None:
@@ -243,7 +258,7 @@ async def upsert_records(conn: AsyncConnection, kind: str, rows: Sequence[dict[s
         rows,
         conflict=(
             f"ON CONFLICT (id) DO UPDATE SET {updates}, updated_at = now() "
-            f"WHERE ({_VERSION.format(t='EXCLUDED')}) > ({_VERSION.format(t='t')})"
+            f"WHERE ({_INCOMING_VERSION.format(t='EXCLUDED')}) > ({STORED_VERSION.format(t='t')})"
         ),
         overrides={"data": "CAST({c} AS jsonb) -> 'data' -> 'object'"},
     )

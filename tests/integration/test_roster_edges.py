@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -241,3 +242,37 @@ async def test_an_assignment_change_locks_its_own_district_only(
         await add_assignment(assignment.connection, "mypath_math", "school", uuid.uuid4().hex)
         with pytest.raises(DBAPIError, match="lock timeout"):
             await batch_in(other)
+
+
+async def test_a_row_written_before_migration_0007_keeps_its_ties(engine: AsyncEngine) -> None:
+    """A row from before `version_created` existed stands in its event's reception time: a late
+    update of the same `last_modified` created before that stays out, a re-share after it
+    comes back (review of item 1's migration)."""
+    factory = Factory()
+    district = factory.oid()
+    obj = factory.obj("users", district)
+    deleted = factory.event("users.deleted", district, copy.deepcopy(obj))
+    late_update = factory.event("users.updated", district, copy.deepcopy(obj))
+    # Created after the last change, before the delete was received (Clever's delete carries
+    # the record's last_modified as it last was).
+    modified = datetime.fromisoformat(obj["last_modified"].replace("Z", "+00:00"))
+    late_update["created"] = (modified + timedelta(seconds=1)).isoformat()
+    reshared = factory.event("users.created", district, copy.deepcopy(obj))
+    reshared["created"] = "2999-01-01T00:00:00Z"  # after the delete was received
+    applier = RosterApplier(NoDeadLetters())
+    for batch in ([deleted], [late_update], [reshared]):
+        async with UnitOfWork(engine) as uow:
+            await applier.handle(uow, as_records(batch))
+            if batch == [deleted]:  # as migration 0007 leaves a row written before it
+                await uow.connection.execute(
+                    text("UPDATE users SET version_created = NULL WHERE id = :id"),
+                    {"id": obj["id"]},
+                )
+            await uow.commit()
+    assert await _status(engine, late_update["id"]) == "stale"
+    assert await _status(engine, reshared["id"]) == "applied"
+    async with engine.connect() as conn:
+        deleted_now = await conn.scalar(
+            text("SELECT deleted FROM users WHERE id = :id"), {"id": obj["id"]}
+        )
+    assert deleted_now is False
