@@ -1,7 +1,8 @@
 """Settings from the environment (prefix `ROSTER_`), as the contract lists them.
 
-Unset Kafka and database settings mean "the project's own local broker and embedded PostgreSQL";
-unset secrets mean the dev credentials kept under `.local/` (printed at start).
+Nothing here falls back to the local stack: `roster dev` (and the tests) give their processes every
+setting explicitly, and a process started on its own without a setting it needs stops at start-up
+with one line naming it (`require`).
 """
 
 from __future__ import annotations
@@ -108,3 +109,16 @@ def load_settings() -> Settings:
         field = str(first["loc"][0]) if first["loc"] else "?"
         message = str(first["msg"]).removeprefix("Value error, ")
         raise SettingsError(f"invalid setting ROSTER_{field.upper()}: {message}") from None
+
+
+def missing(*fields: str) -> SettingsError:
+    """The one-line error for settings a process needs and was not given."""
+    names = ", ".join(f"ROSTER_{field.upper()}" for field in fields)
+    return SettingsError(f"missing setting {names} (only `roster dev` provides local defaults)")
+
+
+def require(settings: Settings, *fields: str) -> None:
+    """Raises `missing` for every one of `fields` that is unset (None or empty)."""
+    unset = [field for field in fields if getattr(settings, field) in (None, (), "")]
+    if unset:
+        raise missing(*unset)

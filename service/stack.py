@@ -4,6 +4,10 @@ Starts what is not configured (embedded PostgreSQL, the local Kafka broker), mig
 API, the consumer and the outbox relay as child processes. Ctrl-C or SIGTERM stops everything in
 reverse order; the children also die with this process if it is killed outright (see
 service/local/process.py).
+
+The children get every setting they need explicitly (database URL, broker, dev secret and token):
+no process falls back to the local stack by itself, so one started outside `roster dev` without
+them stops at start-up instead.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import sys
 import time
 import urllib.request
 
-from service.kafka.config import bootstrap_servers
 from service.local.credentials import load_or_create
 from service.local.kafka import LocalKafka
 from service.local.postgres import LocalPostgres
@@ -60,7 +63,7 @@ def run_dev_stack(settings: Settings) -> int:
             kafka = LocalKafka(home, settings.local_kafka_port)
             started.append(kafka.start())
             _say(f"Kafka ready in {time.monotonic() - t0:.1f}s on {kafka.bootstrap_servers}")
-        env["ROSTER_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap_servers(settings)
+            env["ROSTER_KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
         creds = load_or_create(home)
         if not settings.webhook_secrets:
             env["ROSTER_WEBHOOK_SECRETS"] = creds.webhook_secret
