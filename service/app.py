@@ -17,7 +17,7 @@ from service.db.driver_pool import DriverPool, driver_dsn
 from service.db.engine import database_url, make_engine
 from service.events import routes as events_routes
 from service.gc_tuning import tune_gc
-from service.kafka.config import bootstrap_servers
+from service.kafka.config import bootstrap_servers, topic_durability
 from service.kafka.gateway import KafkaGateway
 from service.logs import configure_logging
 from service.metrics import RequestMetrics
@@ -67,7 +67,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.engine = make_engine(database_url(settings))
-        app.state.kafka = KafkaGateway(bootstrap_servers(settings))
+        app.state.kafka = KafkaGateway(
+            bootstrap_servers(settings), durability=topic_durability(settings)
+        )
         app.state.kafka.start()
         app.state.webhook_keys = webhook_routes.webhook_keys(
             tuple(secret.get_secret_value() for secret in settings.webhook_secrets)

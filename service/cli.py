@@ -177,14 +177,19 @@ def redrive(
     """Send dead-lettered events through the consumer again, once their cause is fixed."""
     from consumers.redrive import redrive as run_redrive
     from service.db.engine import database_url, make_engine
-    from service.kafka.config import bootstrap_servers
+    from service.kafka.config import bootstrap_servers, topic_durability
 
     settings = _settings(*PIPELINE)
 
     async def go() -> None:
         engine = make_engine(database_url(settings), pool_size=1)
         try:
-            report = await run_redrive(bootstrap_servers(settings), engine, event_id or None)
+            report = await run_redrive(
+                bootstrap_servers(settings),
+                engine,
+                event_id or None,
+                topic_durability(settings),
+            )
         finally:
             await engine.dispose()
         typer.echo(

@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     outbox_retention_seconds: int = Field(7 * 24 * 3600, ge=0)
     relay_metrics_port: int = Field(9102, ge=0, le=65535)
 
+    # Durability of the topics the service creates; unset, the cluster's own defaults
+    # (`default.replication.factor`, `min.insync.replicas`). Existing topics that fall short of
+    # them are reported at start-up, never altered.
+    kafka_replication_factor: int | None = Field(None, ge=1, le=32767)
+    kafka_min_insync_replicas: int | None = Field(None, ge=1)
+
     @field_validator("webhook_secrets", mode="before")
     @classmethod
     def _split_secrets(cls, value: object) -> object:

@@ -64,6 +64,8 @@ def run_dev_stack(settings: Settings) -> int:
             started.append(kafka.start())
             _say(f"Kafka ready in {time.monotonic() - t0:.1f}s on {kafka.bootstrap_servers}")
             env["ROSTER_KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
+            # A single broker holds one copy whatever the cluster default says.
+            env.setdefault("ROSTER_KAFKA_REPLICATION_FACTOR", "1")
         creds = load_or_create(home)
         if not settings.webhook_secrets:
             env["ROSTER_WEBHOOK_SECRETS"] = creds.webhook_secret

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.kafka.topics import Durability
 from service.settings import Settings, missing
 
 
@@ -13,6 +14,12 @@ def bootstrap_servers(settings: Settings) -> str:
     if not settings.kafka_bootstrap_servers:
         raise missing("kafka_bootstrap_servers")
     return settings.kafka_bootstrap_servers
+
+
+def topic_durability(settings: Settings) -> Durability:
+    """`ROSTER_KAFKA_REPLICATION_FACTOR` and `ROSTER_KAFKA_MIN_INSYNC_REPLICAS` (unset: the
+    cluster's defaults) for the topics a process creates."""
+    return Durability(settings.kafka_replication_factor, settings.kafka_min_insync_replicas)
 
 
 def producer_options(bootstrap: str) -> dict[str, Any]:
