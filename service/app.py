@@ -90,12 +90,18 @@ def create_app(settings: Settings) -> FastAPI:
             await app.state.engine.dispose()
 
     # FastAPI's native OpenTelemetry is off: nothing here configures an SDK, and its per-request
-    # check of the global providers costs a few percent of the webhook door's time.
+    # check of the global providers costs a few percent of the webhook door's time. The docs
+    # pages and the OpenAPI document are served only when ROSTER_API_DOCS asks for them (404
+    # otherwise): they map every route for anyone; `app.openapi()` still builds the document.
+    docs = settings.api_docs
     app = RosterApp(
         title="roster-sync",
         version="0.1.0",
         lifespan=lifespan,
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
     )
     app.add_middleware(RequestMetrics)
     door = webhook_routes.CleverWebhook()

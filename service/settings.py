@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     kafka_replication_factor: int | None = Field(None, ge=1, le=32767)
     kafka_min_insync_replicas: int | None = Field(None, ge=1)
 
+    # /docs, /redoc and /openapi.json describe every route to anyone who asks: off unless set
+    # (`roster dev` sets it for its own API).
+    api_docs: bool = False
+
     @field_validator("webhook_secrets", mode="before")
     @classmethod
     def _split_secrets(cls, value: object) -> object:

@@ -66,6 +66,9 @@ def run_dev_stack(settings: Settings) -> int:
             env["ROSTER_KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
             # A single broker holds one copy whatever the cluster default says.
             env.setdefault("ROSTER_KAFKA_REPLICATION_FACTOR", "1")
+        # The local API documents itself unless told otherwise (off by default elsewhere).
+        docs = settings.api_docs or "ROSTER_API_DOCS" not in os.environ
+        env["ROSTER_API_DOCS"] = str(docs).lower()
         creds = load_or_create(home)
         if not settings.webhook_secrets:
             env["ROSTER_WEBHOOK_SECRETS"] = creds.webhook_secret
@@ -84,7 +87,7 @@ def run_dev_stack(settings: Settings) -> int:
         wait_for(lambda: _http_ok(f"{base}/healthz"), timeout=60, what="API", alive=api)
 
         _say("up. Ctrl-C stops everything.")
-        _say(f"  API             {base}  (docs {base}/docs)")
+        _say(f"  API             {base}" + (f"  (docs {base}/docs)" if docs else ""))
         _say(f"  webhook         POST {base}/webhooks/clever")
         _say(f"  health          {base}/healthz  {base}/readyz  {base}/metrics")
         if settings.consumer_metrics_port:
