@@ -10,7 +10,7 @@ from consumers.dead_letters import KafkaDeadLetters
 from consumers.roster import RosterApplier
 from consumers.runner import ConsumerRunner, consumer_options
 from service.db.engine import database_url, make_engine
-from service.kafka.config import bootstrap_servers, producer_options
+from service.kafka.config import bootstrap_servers, producer_options, topic_durability
 from service.kafka.topics import CLEVER_EVENTS
 from service.settings import Settings
 from service.worker import close_all, serve_metrics, stop_on_signals, wait_for_topics
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 async def run_consumer(settings: Settings) -> None:
     stop = stop_on_signals()
     bootstrap = bootstrap_servers(settings)
-    if not await wait_for_topics(bootstrap, stop):
+    if not await wait_for_topics(bootstrap, stop, topic_durability(settings)):
         return
     serve_metrics(settings.consumer_metrics_port, settings.http_host, "consumer")
     engine = make_engine(database_url(settings), pool_size=settings.consumer_concurrency + 1)

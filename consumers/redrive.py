@@ -26,7 +26,7 @@ from schemas import kafka_headers as h
 from service.db.tables import event_log
 from service.db.uow import UnitOfWork
 from service.kafka.config import producer_options
-from service.kafka.topics import CLEVER_EVENTS, CLEVER_EVENTS_DLQ, ensure_topics
+from service.kafka.topics import CLEVER_EVENTS, CLEVER_EVENTS_DLQ, Durability, ensure_topics
 
 DLQ_HEADER_PREFIX = "dlq-"
 
@@ -62,9 +62,12 @@ async def _dead_letters(
 
 
 async def redrive(
-    bootstrap: str, engine: AsyncEngine, only: Iterable[str] | None = None
+    bootstrap: str,
+    engine: AsyncEngine,
+    only: Iterable[str] | None = None,
+    durability: Durability = Durability(),  # noqa: B008 (frozen: one shared default is safe)
 ) -> RedriveReport:
-    await ensure_topics(bootstrap)
+    await ensure_topics(bootstrap, durability=durability)
     wanted = set(only) if only is not None else None
     report = RedriveReport()
     records = await _dead_letters(bootstrap)

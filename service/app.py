@@ -17,7 +17,7 @@ from service.db.driver_pool import DriverPool, driver_dsn
 from service.db.engine import database_url, make_engine
 from service.events import routes as events_routes
 from service.gc_tuning import tune_gc
-from service.kafka.config import bootstrap_servers
+from service.kafka.config import bootstrap_servers, topic_durability
 from service.kafka.gateway import KafkaGateway
 from service.logs import configure_logging
 from service.metrics import RequestMetrics
@@ -68,7 +68,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.engine = make_engine(database_url(settings))
-        app.state.kafka = KafkaGateway(bootstrap_servers(settings))
+        app.state.kafka = KafkaGateway(
+            bootstrap_servers(settings), durability=topic_durability(settings)
+        )
         app.state.kafka.start()
         app.state.webhook_keys = webhook_routes.webhook_keys(
             tuple(secret.get_secret_value() for secret in settings.webhook_secrets)
@@ -93,12 +95,18 @@ def create_app(settings: Settings) -> FastAPI:
             await app.state.engine.dispose()
 
     # FastAPI's native OpenTelemetry is off: nothing here configures an SDK, and its per-request
-    # check of the global providers costs a few percent of the webhook door's time.
+    # check of the global providers costs a few percent of the webhook door's time. The docs
+    # pages and the OpenAPI document are served only when ROSTER_API_DOCS asks for them (404
+    # otherwise): they map every route for anyone; `app.openapi()` still builds the document.
+    docs = settings.api_docs
     app = RosterApp(
         title="roster-sync",
         version="0.1.0",
         lifespan=lifespan,
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
     )
     app.add_middleware(RequestMetrics)
     door = webhook_routes.CleverWebhook()

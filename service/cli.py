@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from service.logs import configure_logging
-from service.settings import Settings, SettingsError, load_settings
+from service.settings import Settings, SettingsError, load_settings, require
 
 app = typer.Typer(
     add_completion=False,
@@ -16,9 +16,18 @@ app = typer.Typer(
 )
 
 
-def _settings() -> Settings:
+# What each process cannot run without. Only `roster dev` has local defaults: it starts the
+# embedded database and broker and hands its children every setting explicitly.
+DATABASE = ("database_url",)
+PIPELINE = ("database_url", "kafka_bootstrap_servers")
+API = (*PIPELINE, "webhook_secrets", "admin_token")
+
+
+def _settings(*needs: str) -> Settings:
+    """The settings, or one line on stderr (exit code 2) naming the invalid or missing one."""
     try:
         settings = load_settings()
+        require(settings, *needs)
     except SettingsError as exc:
         typer.echo(f"roster: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -54,20 +63,8 @@ def api() -> None:
 
     from service.app import create_app
     from service.gc_tuning import tune_gc
-    from service.local.credentials import load_or_create
-    from service.paths import local_home
 
-    settings = _settings()
-    if not settings.webhook_secrets or settings.admin_token is None:
-        creds = load_or_create(local_home())
-        updates: dict[str, object] = {}
-        if not settings.webhook_secrets:
-            updates["webhook_secrets"] = (creds.webhook_secret,)
-            typer.echo(f"roster api: dev webhook secret {creds.webhook_secret}")
-        if settings.admin_token is None:
-            updates["admin_token"] = creds.admin_token
-            typer.echo(f"roster api: dev admin token {creds.admin_token}")
-        settings = Settings.model_validate({**settings.model_dump(), **updates})
+    settings = _settings(*API)
     options: dict[str, Any] = {
         "host": settings.http_host,
         "port": settings.http_port,
@@ -94,8 +91,8 @@ def api() -> None:
 
 def _serve_workers(settings: Settings, options: dict[str, Any]) -> None:
     """Several worker processes on one listening socket (uvicorn's supervisor restarts a worker
-    that dies). Each worker builds the app from the environment, so the dev credentials go there;
-    their metrics are added up through files in one directory per run."""
+    that dies). Each worker builds the app from the environment (where every setting it needs
+    was found); their metrics are added up through files in one directory per run."""
     import os
     import shutil
     import tempfile
@@ -105,11 +102,6 @@ def _serve_workers(settings: Settings, options: dict[str, Any]) -> None:
 
     from service.metrics import MULTIPROC_DIR
 
-    os.environ["ROSTER_WEBHOOK_SECRETS"] = " ".join(
-        secret.get_secret_value() for secret in settings.webhook_secrets
-    )
-    if settings.admin_token is not None:
-        os.environ["ROSTER_ADMIN_TOKEN"] = settings.admin_token.get_secret_value()
     metrics_dir = tempfile.mkdtemp(prefix="roster-api-metrics-")
     os.environ[MULTIPROC_DIR] = metrics_dir
     try:
@@ -129,7 +121,7 @@ def consume() -> None:
     """Run a consumer of clever.events.v1 (several may run at once: one consumer group)."""
     from consumers.main import run_consumer
 
-    _run(run_consumer(_settings()))
+    _run(run_consumer(_settings(*PIPELINE)))
 
 
 @app.command()
@@ -137,7 +129,7 @@ def relay() -> None:
     """Run an outbox relay to the roster.* topics (several may run at once)."""
     from service.outbox.main import run_relay
 
-    _run(run_relay(_settings()))
+    _run(run_relay(_settings(*PIPELINE)))
 
 
 @app.command()
@@ -172,7 +164,7 @@ def migrate(revision: str = typer.Argument("head", help="Alembic revision to upg
     from service.db.engine import database_url
     from service.db.migrate import upgrade
 
-    upgrade(database_url(_settings()), revision)
+    upgrade(database_url(_settings(*DATABASE)), revision)
     typer.echo(f"roster migrate: database at {revision}")
 
 
@@ -185,14 +177,19 @@ def redrive(
     """Send dead-lettered events through the consumer again, once their cause is fixed."""
     from consumers.redrive import redrive as run_redrive
     from service.db.engine import database_url, make_engine
-    from service.kafka.config import bootstrap_servers
+    from service.kafka.config import bootstrap_servers, topic_durability
 
-    settings = _settings()
+    settings = _settings(*PIPELINE)
 
     async def go() -> None:
         engine = make_engine(database_url(settings), pool_size=1)
         try:
-            report = await run_redrive(bootstrap_servers(settings), engine, event_id or None)
+            report = await run_redrive(
+                bootstrap_servers(settings),
+                engine,
+                event_id or None,
+                topic_durability(settings),
+            )
         finally:
             await engine.dispose()
         typer.echo(
@@ -235,7 +232,7 @@ def programs() -> None:
     """List the program catalog (code, single-school flag, name)."""
     from service.programs import store
 
-    for row in _with_connection(_settings(), store.catalog_rows):
+    for row in _with_connection(_settings(*DATABASE), store.catalog_rows):
         flag = "single-school" if row["single_school"] else "-"
         typer.echo(f"{row['code']:<28} {flag:<14} {row['name']}")
 
@@ -245,7 +242,7 @@ def assignments_list() -> None:
     """List every program assignment."""
     from service.programs import assignments
 
-    for a in _with_connection(_settings(), assignments.list_assignments):
+    for a in _with_connection(_settings(*DATABASE), assignments.list_assignments):
         typer.echo(f"{a['id']}  {a['program']:<28} {a['scope']:<8} {a['scope_id']}")
 
 
@@ -262,7 +259,7 @@ def assignments_add(
         return await assignments.add_assignment(conn, program, scope, scope_id)
 
     try:
-        result = _with_connection(_settings(), add, commit=True)
+        result = _with_connection(_settings(*DATABASE), add, commit=True)
     except ValueError as exc:  # unknown program or scope
         typer.echo(f"roster assignments: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -282,7 +279,7 @@ def assignments_remove(assignment_id: str) -> None:
     async def remove(conn: Any) -> Any:
         return await assignments.remove_assignment(conn, assignment_id)
 
-    steps = _with_connection(_settings(), remove, commit=True)
+    steps = _with_connection(_settings(*DATABASE), remove, commit=True)
     if steps is None:
         typer.echo(f"roster assignments: no assignment {assignment_id}", err=True)
         raise typer.Exit(1)

@@ -1,38 +1,76 @@
-"""`/healthz` (the process serves), `/readyz` (Kafka and the database answer) and `/metrics`."""
+"""`/healthz` (the process serves), `/readyz` (Kafka and the database answer, and the database
+schema is at the code's migration head) and `/metrics`.
+
+What `/readyz` and `/metrics` read from the database is reused for a few seconds (`Recent`), so
+probes and scrapers, however many, cost the database at most one read per interval. A failed
+readiness check is not reused: recovery shows on the next request.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.db.migrate import code_revisions, schema_problem
 from service.kafka.gateway import KafkaGateway
 from service.metrics import OPEN_ALERT_LABELS, process_registry
+from service.recent import Recent
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["operations"])
 
 PROBE_TIMEOUT_S = 2.0
+READY_REUSE_S = 2.0  # how long a healthy /readyz answer is reused
+ALERTS_REUSE_S = 5.0  # how long /metrics reuses the open-alert counts
+
+T = TypeVar("T")
 
 
-async def database_problem(engine: AsyncEngine, timeout: float = PROBE_TIMEOUT_S) -> str | None:
-    async def probe() -> None:
+def _per_app(app: FastAPI, name: str, make: Callable[[], T]) -> T:
+    """One `make()` per app, kept in its state (built on first use)."""
+    found: T | None = getattr(app.state, name, None)
+    if found is None:
+        found = make()
+        setattr(app.state, name, found)
+    return found
+
+
+async def database_problems(
+    engine: AsyncEngine, timeout: float = PROBE_TIMEOUT_S
+) -> dict[str, str]:
+    """`{"database": why}` when it does not answer, `{"schema": why}` when its schema is not at
+    the code's migration head, `{}` when both are fine."""
+
+    async def applied() -> list[str] | None:
         async with engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+            if not await connection.scalar(
+                text("SELECT to_regclass('alembic_version') IS NOT NULL")
+            ):
+                return None
+            rows = await connection.scalars(text("SELECT version_num FROM alembic_version"))
+            return list(rows.all())
 
     try:
-        await asyncio.wait_for(probe(), timeout)
+        versions = await asyncio.wait_for(applied(), timeout)
     except Exception as exc:
-        return f"query failed: {type(exc).__name__}"
-    return None
+        return {"database": f"query failed: {type(exc).__name__}"}
+    problem = schema_problem(versions, *code_revisions())
+    return {"schema": problem} if problem else {}
+
+
+async def _problems(gateway: KafkaGateway, engine: AsyncEngine) -> dict[str, str]:
+    kafka, database = await asyncio.gather(gateway.probe(), database_problems(engine))
+    return {**database, **({"kafka": kafka} if kafka else {})}
 
 
 @router.get("/healthz")
@@ -44,27 +82,35 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request) -> JSONResponse:
     gateway: KafkaGateway = request.app.state.kafka
     engine: AsyncEngine = request.app.state.engine
-    kafka, database = await asyncio.gather(gateway.probe(), database_problem(engine))
-    checks = {"kafka": kafka or "ok", "database": database or "ok"}
-    down = sorted(name for name, problem in (("kafka", kafka), ("database", database)) if problem)
-    if down:
+    recent: Recent[dict[str, str]] = _per_app(
+        request.app,
+        "readiness",
+        lambda: Recent(lambda: _problems(gateway, engine), READY_REUSE_S, reuse=lambda p: not p),
+    )
+    problems = await recent.get()
+    checks = {"kafka": "ok", "database": "ok", "schema": "ok"} | problems
+    if "database" in problems:
+        checks["schema"] = "not checked: the database does not answer"
+    if problems:
         return JSONResponse(
-            {"status": "unavailable", "down": down, "checks": checks}, status_code=503
+            {"status": "unavailable", "down": sorted(problems), "checks": checks}, status_code=503
         )
     return JSONResponse({"status": "ok", "checks": checks})
 
 
-# The last successful read: a failed read (database down) reports these rather than nothing.
-_open_alerts: list[tuple[str, str, int]] = []
+class OpenAlerts:
+    """`roster_alerts_open`, read from the database (the consumers write the alerts). Built per
+    scrape rather than kept in a Gauge, so a district whose alerts all resolved drops out, and
+    API worker processes never disagree. A failed read (database down) reports the last values
+    rather than nothing."""
 
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._recent = Recent(self._read, ALERTS_REUSE_S)
+        self._last: list[tuple[str, str, int]] = []
 
-async def _open_alerts_family(engine: AsyncEngine) -> GaugeMetricFamily:
-    """`roster_alerts_open`, read from the database at each scrape (the consumers write the
-    alerts). Built per scrape rather than kept in a Gauge, so a district whose alerts all
-    resolved drops out, and API worker processes never disagree."""
-    global _open_alerts
-    try:
-        async with asyncio.timeout(PROBE_TIMEOUT_S), engine.connect() as conn:
+    async def _read(self) -> list[tuple[str, str, int]]:
+        async with asyncio.timeout(PROBE_TIMEOUT_S), self._engine.connect() as conn:
             rows = (
                 await conn.execute(
                     text(
@@ -73,15 +119,21 @@ async def _open_alerts_family(engine: AsyncEngine) -> GaugeMetricFamily:
                     )
                 )
             ).all()
-        _open_alerts = [(str(d), str(s), int(n)) for d, s, n in rows]
-    except Exception:
-        log.warning("open alerts not read for /metrics; reporting the last values")
-    family = GaugeMetricFamily(
-        "roster_alerts_open", "Unresolved alerts per district and status", labels=OPEN_ALERT_LABELS
-    )
-    for district_id, status, count in _open_alerts:
-        family.add_metric([district_id, status], count)
-    return family
+        return [(str(d), str(s), int(n)) for d, s, n in rows]
+
+    async def family(self) -> GaugeMetricFamily:
+        try:
+            self._last = await self._recent.get()
+        except Exception:
+            log.warning("open alerts not read for /metrics; reporting the last values")
+        family = GaugeMetricFamily(
+            "roster_alerts_open",
+            "Unresolved alerts per district and status",
+            labels=OPEN_ALERT_LABELS,
+        )
+        for district_id, status, count in self._last:
+            family.add_metric([district_id, status], count)
+        return family
 
 
 class _Families:
@@ -94,6 +146,8 @@ class _Families:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    alerts = await _open_alerts_family(request.app.state.engine)
+    engine: AsyncEngine = request.app.state.engine
+    open_alerts: OpenAlerts = _per_app(request.app, "open_alerts", lambda: OpenAlerts(engine))
+    alerts = await open_alerts.family()
     body = generate_latest(process_registry()) + generate_latest(_Families(alerts))
     return Response(body, media_type=CONTENT_TYPE_LATEST)

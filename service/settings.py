@@ -1,7 +1,8 @@
 """Settings from the environment (prefix `ROSTER_`), as the contract lists them.
 
-Unset Kafka and database settings mean "the project's own local broker and embedded PostgreSQL";
-unset secrets mean the dev credentials kept under `.local/` (printed at start).
+Nothing here falls back to the local stack: `roster dev` (and the tests) give their processes every
+setting explicitly, and a process started on its own without a setting it needs stops at start-up
+with one line naming it (`require`).
 """
 
 from __future__ import annotations
@@ -71,6 +72,16 @@ class Settings(BaseSettings):
     outbox_retention_seconds: int = Field(7 * 24 * 3600, ge=0)
     relay_metrics_port: int = Field(9102, ge=0, le=65535)
 
+    # Durability of the topics the service creates; unset, the cluster's own defaults
+    # (`default.replication.factor`, `min.insync.replicas`). Existing topics that fall short of
+    # them are reported at start-up, never altered.
+    kafka_replication_factor: int | None = Field(None, ge=1, le=32767)
+    kafka_min_insync_replicas: int | None = Field(None, ge=1)
+
+    # /docs, /redoc and /openapi.json describe every route to anyone who asks: off unless set
+    # (`roster dev` sets it for its own API).
+    api_docs: bool = False
+
     @field_validator("webhook_secrets", mode="before")
     @classmethod
     def _split_secrets(cls, value: object) -> object:
@@ -112,3 +123,16 @@ def load_settings() -> Settings:
         field = str(first["loc"][0]) if first["loc"] else "?"
         message = str(first["msg"]).removeprefix("Value error, ")
         raise SettingsError(f"invalid setting ROSTER_{field.upper()}: {message}") from None
+
+
+def missing(*fields: str) -> SettingsError:
+    """The one-line error for settings a process needs and was not given."""
+    names = ", ".join(f"ROSTER_{field.upper()}" for field in fields)
+    return SettingsError(f"missing setting {names} (only `roster dev` provides local defaults)")
+
+
+def require(settings: Settings, *fields: str) -> None:
+    """Raises `missing` for every one of `fields` that is unset (None or empty)."""
+    unset = [field for field in fields if getattr(settings, field) in (None, (), "")]
+    if unset:
+        raise missing(*unset)

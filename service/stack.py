@@ -4,6 +4,10 @@ Starts what is not configured (embedded PostgreSQL, the local Kafka broker), mig
 API, the consumer and the outbox relay as child processes. Ctrl-C or SIGTERM stops everything in
 reverse order; the children also die with this process if it is killed outright (see
 service/local/process.py).
+
+The children get every setting they need explicitly (database URL, broker, dev secret and token):
+no process falls back to the local stack by itself, so one started outside `roster dev` without
+them stops at start-up instead.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import sys
 import time
 import urllib.request
 
-from service.kafka.config import bootstrap_servers
 from service.local.credentials import load_or_create
 from service.local.kafka import LocalKafka
 from service.local.postgres import LocalPostgres
@@ -60,7 +63,12 @@ def run_dev_stack(settings: Settings) -> int:
             kafka = LocalKafka(home, settings.local_kafka_port)
             started.append(kafka.start())
             _say(f"Kafka ready in {time.monotonic() - t0:.1f}s on {kafka.bootstrap_servers}")
-        env["ROSTER_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap_servers(settings)
+            env["ROSTER_KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
+            # A single broker holds one copy whatever the cluster default says.
+            env.setdefault("ROSTER_KAFKA_REPLICATION_FACTOR", "1")
+        # The local API documents itself unless told otherwise (off by default elsewhere).
+        docs = settings.api_docs or "ROSTER_API_DOCS" not in os.environ
+        env["ROSTER_API_DOCS"] = str(docs).lower()
         creds = load_or_create(home)
         if not settings.webhook_secrets:
             env["ROSTER_WEBHOOK_SECRETS"] = creds.webhook_secret
@@ -79,7 +87,7 @@ def run_dev_stack(settings: Settings) -> int:
         wait_for(lambda: _http_ok(f"{base}/healthz"), timeout=60, what="API", alive=api)
 
         _say("up. Ctrl-C stops everything.")
-        _say(f"  API             {base}  (docs {base}/docs)")
+        _say(f"  API             {base}" + (f"  (docs {base}/docs)" if docs else ""))
         _say(f"  webhook         POST {base}/webhooks/clever")
         _say(f"  health          {base}/healthz  {base}/readyz  {base}/metrics")
         if settings.consumer_metrics_port:

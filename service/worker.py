@@ -12,7 +12,7 @@ from collections.abc import Awaitable
 
 from prometheus_client import start_http_server
 
-from service.kafka.topics import ensure_topics
+from service.kafka.topics import Durability, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +25,16 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
-async def wait_for_topics(bootstrap: str, stop: asyncio.Event) -> bool:
+async def wait_for_topics(
+    bootstrap: str,
+    stop: asyncio.Event,
+    durability: Durability = Durability(),  # noqa: B008 (frozen: one shared default is safe)
+) -> bool:
     """Creates the topics once Kafka answers, retrying with backoff; False if stopped first."""
     delay = 0.2
     while not stop.is_set():
         try:
-            await ensure_topics(bootstrap)
+            await ensure_topics(bootstrap, durability=durability)
             return True
         except Exception as exc:
             log.warning("Kafka not reachable yet; retrying", extra={"error": repr(exc)})

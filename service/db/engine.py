@@ -1,13 +1,11 @@
-"""The async SQLAlchemy engine (asyncpg driver) for a configured or the embedded database."""
+"""The async SQLAlchemy engine (asyncpg driver) for the configured database."""
 
 from __future__ import annotations
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from service.local.postgres import LocalPostgres
-from service.paths import local_home
-from service.settings import Settings
+from service.settings import Settings, missing
 
 
 def normalise_url(url: str) -> str:
@@ -18,10 +16,12 @@ def normalise_url(url: str) -> str:
 
 
 def database_url(settings: Settings) -> str:
-    """`ROSTER_DATABASE_URL`, else the embedded server's (started by `roster dev` or the tests)."""
-    if settings.database_url:
-        return normalise_url(settings.database_url)
-    return LocalPostgres(local_home()).url()
+    """`ROSTER_DATABASE_URL`; unset, a `SettingsError` naming it (no fallback to the embedded
+    server: `roster dev` passes its URL explicitly, and a deployment that forgot it must stop at
+    start-up, not fail later on a socket under `.local/`)."""
+    if not settings.database_url:
+        raise missing("database_url")
+    return normalise_url(settings.database_url)
 
 
 def _json_dumps(value: object) -> str:

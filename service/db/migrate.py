@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Collection
+
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 from service.paths import project_root
 
@@ -18,3 +22,30 @@ def alembic_config(url: str | None = None) -> Config:
 
 def upgrade(url: str | None = None, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
+
+
+@functools.cache
+def code_revisions() -> tuple[frozenset[str], frozenset[str]]:
+    """The head revision(s) of the migrations shipped with this code, and every revision it
+    knows (read once per process)."""
+    scripts = ScriptDirectory.from_config(alembic_config())
+    return (
+        frozenset(scripts.get_heads()),
+        frozenset(script.revision for script in scripts.walk_revisions()),
+    )
+
+
+def schema_problem(
+    applied: Collection[str] | None, heads: Collection[str], known: Collection[str]
+) -> str | None:
+    """Why a database whose `alembic_version` holds `applied` (None: no such table) is not at
+    the code's migration `heads`, in a sentence; None when it is (pure). A revision the code
+    does not `known` was applied by newer code: migrating from here cannot help."""
+    if not applied:
+        return "no migrations applied (run `roster migrate`)"
+    if set(applied) == set(heads):
+        return None
+    at = f"at revision {', '.join(sorted(applied))}, the code's head is {', '.join(sorted(heads))}"
+    if not set(applied) <= set(known):
+        return f"{at}: the database was migrated by newer code"
+    return f"{at} (run `roster migrate`)"

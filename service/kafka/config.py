@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.settings import Settings
+from service.kafka.topics import Durability
+from service.settings import Settings, missing
 
 
 def bootstrap_servers(settings: Settings) -> str:
-    """`ROSTER_KAFKA_BOOTSTRAP_SERVERS`, else the project's local broker on loopback."""
-    return settings.kafka_bootstrap_servers or f"127.0.0.1:{settings.local_kafka_port}"
+    """`ROSTER_KAFKA_BOOTSTRAP_SERVERS`; unset, a `SettingsError` naming it (`roster dev` passes
+    its local broker's address explicitly)."""
+    if not settings.kafka_bootstrap_servers:
+        raise missing("kafka_bootstrap_servers")
+    return settings.kafka_bootstrap_servers
+
+
+def topic_durability(settings: Settings) -> Durability:
+    """`ROSTER_KAFKA_REPLICATION_FACTOR` and `ROSTER_KAFKA_MIN_INSYNC_REPLICAS` (unset: the
+    cluster's defaults) for the topics a process creates."""
+    return Durability(settings.kafka_replication_factor, settings.kafka_min_insync_replicas)
 
 
 def producer_options(bootstrap: str) -> dict[str, Any]:

@@ -14,15 +14,21 @@ import logging
 from aiokafka import AIOKafkaProducer
 
 from service.kafka.config import producer_options
-from service.kafka.topics import ALL_TOPICS, TopicSpec, ensure_topics
+from service.kafka.topics import ALL_TOPICS, Durability, TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
 
 
 class KafkaGateway:
-    def __init__(self, bootstrap_servers: str, topics: tuple[TopicSpec, ...] = ALL_TOPICS) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topics: tuple[TopicSpec, ...] = ALL_TOPICS,
+        durability: Durability = Durability(),  # noqa: B008 (frozen: one shared default is safe)
+    ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self._topics = topics
+        self._durability = durability
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
@@ -39,7 +45,7 @@ class KafkaGateway:
         while True:
             producer = AIOKafkaProducer(**producer_options(self.bootstrap_servers))
             try:
-                await ensure_topics(self.bootstrap_servers, self._topics)
+                await ensure_topics(self.bootstrap_servers, self._topics, self._durability)
                 await producer.start()
             except Exception as exc:
                 await producer.stop()

@@ -1,17 +1,29 @@
-"""The topics the service owns, created idempotently at start by every process that uses them."""
+"""The topics the service owns, created idempotently at start by every process that uses them.
+
+Durability: with `acks=all` an acknowledged send is held by `min.insync.replicas` copies, so the
+topics are created with `ROSTER_KAFKA_REPLICATION_FACTOR` and `ROSTER_KAFKA_MIN_INSYNC_REPLICAS`,
+or, unset, with the cluster's own defaults (`default.replication.factor` read from a broker, and no
+`min.insync.replicas` override so the topic follows the cluster's value). A topic that already
+exists is never altered: each way it falls short of what is wanted is logged as a warning.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from schemas.roster_changes import CHANGES_TOPIC
 
 log = logging.getLogger(__name__)
 
 _TOPIC_ALREADY_EXISTS = 36
+_MIN_INSYNC = "min.insync.replicas"
+_DEFAULT_REPLICATION = "default.replication.factor"
 
 
 @dataclass(frozen=True)
@@ -48,22 +60,135 @@ class TopicError(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class Durability:
+    """The copies wanted of each topic's data; None leaves the choice to the cluster."""
+
+    replication_factor: int | None = None
+    min_insync_replicas: int | None = None
+
+
+@dataclass(frozen=True)
+class ClusterDefaults:
+    """What a broker applies to a topic that does not say: `default.replication.factor` and
+    `min.insync.replicas`."""
+
+    replication_factor: int
+    min_insync_replicas: int
+
+
+@dataclass(frozen=True)
+class TopicState:
+    """An existing topic as the cluster describes it."""
+
+    partitions: int
+    replication_factor: int  # the fewest replicas of any of its partitions
+    min_insync_replicas: int
+
+
+def new_topics(
+    topics: Sequence[TopicSpec], durability: Durability, cluster: ClusterDefaults
+) -> list[NewTopic]:
+    """The creation requests. An unset replication factor is the cluster's default, sent as a
+    number: CreateTopics takes -1 ("the broker's default") only from version 4, and the client
+    speaks versions 0 to 3. An unset `min.insync.replicas` is no override at all."""
+    replication = durability.replication_factor or cluster.replication_factor
+    insync = (
+        {}
+        if durability.min_insync_replicas is None
+        else {_MIN_INSYNC: str(durability.min_insync_replicas)}
+    )
+    return [
+        NewTopic(t.name, t.partitions, replication, topic_configs={**t.config, **insync})
+        for t in topics
+    ]
+
+
+def shortfalls(
+    spec: TopicSpec, state: TopicState, durability: Durability, cluster: ClusterDefaults
+) -> list[str]:
+    """Each way an existing topic is weaker than wanted, in a sentence (pure)."""
+    wanted_replicas = durability.replication_factor or cluster.replication_factor
+    wanted_insync = durability.min_insync_replicas or cluster.min_insync_replicas
+    found = []
+    if state.partitions < spec.partitions:
+        found.append(f"{state.partitions} partitions, fewer than the {spec.partitions} specified")
+    if state.replication_factor < wanted_replicas:
+        found.append(
+            f"replication factor {state.replication_factor}, below the wanted {wanted_replicas}"
+        )
+    if state.min_insync_replicas < wanted_insync:
+        found.append(
+            f"min.insync.replicas {state.min_insync_replicas}, below the wanted {wanted_insync}: "
+            "an acknowledged send may be held by fewer copies"
+        )
+    if state.min_insync_replicas > state.replication_factor:
+        found.append(
+            f"min.insync.replicas {state.min_insync_replicas} above its replication factor "
+            f"{state.replication_factor}: no acks=all send can succeed"
+        )
+    return found
+
+
+def _configs(responses: list[Any]) -> dict[str, dict[str, str]]:
+    """Config values per resource name from DescribeConfigs responses."""
+    values: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for resource in response.to_object()["resources"]:
+            if resource["error_code"] != 0:
+                raise TopicError(
+                    f"describing the configuration of {resource['resource_name']} failed with "
+                    f"Kafka error code {resource['error_code']}"
+                )
+            values[resource["resource_name"]] = {
+                entry["config_names"]: entry["config_value"] for entry in resource["config_entries"]
+            }
+    return values
+
+
+async def cluster_defaults(admin: AIOKafkaAdminClient) -> ClusterDefaults:
+    """The defaults of one broker of the cluster (they are set alike on every broker)."""
+    brokers = (await admin.describe_cluster())["brokers"]
+    if not brokers:
+        raise TopicError("the cluster named no broker")
+    broker = str(brokers[0]["node_id"])
+    wanted = {_DEFAULT_REPLICATION: None, _MIN_INSYNC: None}
+    configs = _configs(
+        await admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, broker, wanted)])
+    )[broker]
+    return ClusterDefaults(int(configs[_DEFAULT_REPLICATION]), int(configs[_MIN_INSYNC]))
+
+
+async def _describe(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, TopicState]:
+    metadata = {t["topic"]: t["partitions"] for t in await admin.describe_topics(names)}
+    configs = _configs(
+        await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name, {_MIN_INSYNC: None}) for name in names]
+        )
+    )
+    return {
+        name: TopicState(
+            partitions=len(partitions),
+            replication_factor=min((len(p["replicas"]) for p in partitions), default=0),
+            min_insync_replicas=int(configs[name][_MIN_INSYNC]),
+        )
+        for name, partitions in metadata.items()
+        if name in configs
+    }
+
+
 async def ensure_topics(
     bootstrap_servers: str,
     topics: tuple[TopicSpec, ...] = ALL_TOPICS,
-    *,
-    replication_factor: int = 1,
+    durability: Durability = Durability(),
 ) -> None:
-    """Creates missing topics; an existing topic is left as it is (a warning if it is smaller)."""
+    """Creates missing topics; an existing topic is left as it is (a warning for each way it
+    falls short of `durability` or of its specified partitions)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
     await admin.start()
     try:
-        response = await admin.create_topics(
-            [
-                NewTopic(t.name, t.partitions, replication_factor, topic_configs=t.config)
-                for t in topics
-            ]
-        )
+        cluster = await cluster_defaults(admin)
+        response = await admin.create_topics(new_topics(topics, durability, cluster))
         existing = []
         for error in response.topic_errors:
             name, code = error[0], error[1]
@@ -71,21 +196,17 @@ async def ensure_topics(
                 existing.append(name)
             elif code != 0:
                 raise TopicError(f"creating topic {name} failed with Kafka error code {code}")
-        # Only a topic that was there before can be smaller than specified (created by someone
-        # else); a topic just created may not show all its partitions in metadata yet.
+        # Only a topic that was there before can fall short (created by someone else, or before
+        # the settings changed); a topic just created may not show all its partitions yet.
         if existing:
-            described = {
-                t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(existing)
-            }
+            states = await _describe(admin, existing)
             for spec in topics:
-                if spec.name in described and described[spec.name] < spec.partitions:
+                if spec.name not in states:
+                    continue
+                for problem in shortfalls(spec, states[spec.name], durability, cluster):
                     log.warning(
-                        "topic has fewer partitions than specified",
-                        extra={
-                            "topic": spec.name,
-                            "partitions": described[spec.name],
-                            "expected": spec.partitions,
-                        },
+                        "existing topic falls short of the wanted settings",
+                        extra={"topic": spec.name, "problem": problem},
                     )
     finally:
         await admin.close()

@@ -7,7 +7,7 @@ import logging
 from aiokafka import AIOKafkaProducer
 
 from service.db.engine import database_url, make_engine
-from service.kafka.config import bootstrap_servers, producer_options
+from service.kafka.config import bootstrap_servers, producer_options, topic_durability
 from service.outbox.relay import Relay
 from service.settings import Settings
 from service.worker import close_all, serve_metrics, stop_on_signals, wait_for_topics
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 async def run_relay(settings: Settings) -> None:
     stop = stop_on_signals()
     bootstrap = bootstrap_servers(settings)
-    if not await wait_for_topics(bootstrap, stop):
+    if not await wait_for_topics(bootstrap, stop, topic_durability(settings)):
         return
     serve_metrics(settings.relay_metrics_port, settings.http_host, "relay")
     engine = make_engine(database_url(settings), pool_size=2)
