@@ -38,14 +38,16 @@ def code_revisions() -> tuple[frozenset[str], frozenset[str]]:
 def schema_problem(
     applied: Collection[str] | None, heads: Collection[str], known: Collection[str]
 ) -> str | None:
-    """Why a database whose `alembic_version` holds `applied` (None: no such table) is not at
-    the code's migration `heads`, in a sentence; None when it is (pure). A revision the code
-    does not `known` was applied by newer code: migrating from here cannot help."""
+    """Why a database whose `alembic_version` holds `applied` (None: no such table) is behind
+    the code's migration `heads`, in a sentence; None when it is at them or ahead (pure). A
+    revision the code does not know was applied by newer code: during a rolling deploy the
+    migrate Job runs before the new pods start, and the old pods must keep serving (migrations
+    are written to be compatible with the code before them), so ahead is ready."""
     if not applied:
         return "no migrations applied (run `roster migrate`)"
     if set(applied) == set(heads):
         return None
-    at = f"at revision {', '.join(sorted(applied))}, the code's head is {', '.join(sorted(heads))}"
     if not set(applied) <= set(known):
-        return f"{at}: the database was migrated by newer code"
+        return None  # migrated by newer code
+    at = f"at revision {', '.join(sorted(applied))}, the code's head is {', '.join(sorted(heads))}"
     return f"{at} (run `roster migrate`)"
