@@ -3,17 +3,30 @@
 Wire contracts only. Fields Clever may add later are kept (`extra="allow"`), never rejected; what
 the pipeline relies on (ids, the event type, the object, the district an object belongs to) is
 required and typed, so a malformed event is refused at the door with the field named.
+
+Times: Clever writes every time in UTC. A time without a zone (`2026-11-29T10:00:00`) is read as
+UTC, and a date alone (`2026-11-29`) as its midnight UTC, so every time a model holds is aware.
+The door and the consumer validate with these same models, so they read such a time alike.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
 # Clever ids are 24 hexadecimal characters (Mongo ObjectIds), globally unique.
 CleverId = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{24}$")]
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+# A Clever time: one without a zone is UTC (see the module's docstring), never a naive datetime
+# that fails when the consumer compares it with the aware times it stores.
+CleverTime = Annotated[datetime, AfterValidator(_as_utc)]
 
 RECORD_KINDS = ("districts", "schools", "users", "sections", "courses", "terms", "resources")
 ACTIONS = ("created", "updated", "deleted")
@@ -25,8 +38,8 @@ class CleverModel(BaseModel):
 
 
 class Timestamps(CleverModel):
-    created: datetime | None = None
-    last_modified: datetime | None = None
+    created: CleverTime | None = None
+    last_modified: CleverTime | None = None
 
 
 # --- objects ----------------------------------------------------------------------------------
@@ -36,8 +49,8 @@ class District(Timestamps):
     id: CleverId
     name: str | None = None
     state: str | None = None
-    pause_start: datetime | None = None
-    pause_end: datetime | None = None
+    pause_start: CleverTime | None = None
+    pause_end: CleverTime | None = None
     sis_type: str | None = None
 
     @property
@@ -173,7 +186,7 @@ class EventData(CleverModel, Generic[ObjectT]):
 
 class EventBase(CleverModel, Generic[ObjectT]):
     id: CleverId
-    created: datetime
+    created: CleverTime
     data: EventData[ObjectT]
 
     @property
