@@ -42,6 +42,60 @@ class Timestamps(CleverModel):
     last_modified: CleverTime | None = None
 
 
+# --- what the pipeline can carry -------------------------------------------------------------
+
+# The deepest nesting of an event, counting the event object as level 1. Clever's events are under
+# ten levels deep; every parser on the way goes deeper than this: the consumer's (pydantic's JSON
+# parser: 200 levels), the door's re-serialisation of a page's events (orjson.dumps: 254) and
+# PostgreSQL's jsonb. The door refuses a deeper event (400), so the consumer never sees one.
+MAX_DEPTH = 64
+
+# The largest event, as JSON, any door publishes (a page may hold several). A section of 150,000
+# students fits. Kafka's record limit (service/kafka/config.py) is derived from it.
+MAX_EVENT_BYTES = 5 * 1024 * 1024
+
+_NUL_ESCAPE = b"\\u0000"  # JSON can write U+0000 only this way (a raw control byte is invalid)
+
+
+def unstorable(raw: bytes | None, document: object) -> tuple[str, str] | None:
+    """The first place in an event (its JSON `raw`, parsed as `document`) that the pipeline could
+    not carry, as (field path, why); None when there is none. The rule both doors apply:
+
+    - no string, key or value, may hold U+0000: PostgreSQL refuses it in text and jsonb alike, so
+      it is refused with 400 rather than removed (the event is kept exactly as Clever sent it);
+    - no event may be nested deeper than `MAX_DEPTH` levels.
+    """
+    # Cheap for nearly every event: U+0000 needs the escape in the bytes, and the nesting is at
+    # most the number of opening brackets. Only an event failing either is walked.
+    if (
+        raw is not None
+        and _NUL_ESCAPE not in raw
+        and raw.count(b"{") + raw.count(b"[") <= MAX_DEPTH
+    ):
+        return None
+    return _walk(document, [], 1)
+
+
+def _walk(value: object, path: list[str], depth: int) -> tuple[str, str] | None:
+    if isinstance(value, dict | list):
+        if depth > MAX_DEPTH:
+            return _where(path), f"nested deeper than {MAX_DEPTH} levels"
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(key, str) and "\x00" in key:
+                return _where(path), "a key holds the character U+0000, which cannot be stored"
+            found = _walk(item, [*path, str(key)], depth + 1)
+            if found is not None:
+                return found
+    elif isinstance(value, str) and "\x00" in value:
+        return _where(path), "holds the character U+0000, which cannot be stored"
+    return None
+
+
+def _where(path: list[str]) -> str:
+    return ".".join(path)[:200] or "(event)"
+
+
 # --- objects ----------------------------------------------------------------------------------
 
 
