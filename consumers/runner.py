@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.metrics import BATCH_SIZE, LAG
 from service.db.uow import UnitOfWork
+from service.kafka.limits import MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -297,7 +298,7 @@ def consumer_options(bootstrap: str, group: str) -> dict[str, Any]:
         "group_id": group,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
-        "max_partition_fetch_bytes": 4 * 1024 * 1024,
+        "max_partition_fetch_bytes": MAX_RECORD_BYTES,  # the largest record a topic takes
         "session_timeout_ms": 30_000,
         "heartbeat_interval_ms": 3_000,
     }

@@ -3,17 +3,30 @@
 Wire contracts only. Fields Clever may add later are kept (`extra="allow"`), never rejected; what
 the pipeline relies on (ids, the event type, the object, the district an object belongs to) is
 required and typed, so a malformed event is refused at the door with the field named.
+
+Times: Clever writes every time in UTC. A time without a zone (`2026-11-29T10:00:00`) is read as
+UTC, and a date alone (`2026-11-29`) as its midnight UTC, so every time a model holds is aware.
+The door and the consumer validate with these same models, so they read such a time alike.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
 # Clever ids are 24 hexadecimal characters (Mongo ObjectIds), globally unique.
 CleverId = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{24}$")]
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+# A Clever time: one without a zone is UTC (see the module's docstring), never a naive datetime
+# that fails when the consumer compares it with the aware times it stores.
+CleverTime = Annotated[datetime, AfterValidator(_as_utc)]
 
 RECORD_KINDS = ("districts", "schools", "users", "sections", "courses", "terms", "resources")
 ACTIONS = ("created", "updated", "deleted")
@@ -25,8 +38,62 @@ class CleverModel(BaseModel):
 
 
 class Timestamps(CleverModel):
-    created: datetime | None = None
-    last_modified: datetime | None = None
+    created: CleverTime | None = None
+    last_modified: CleverTime | None = None
+
+
+# --- what the pipeline can carry -------------------------------------------------------------
+
+# The deepest nesting of an event, counting the event object as level 1. Clever's events are under
+# ten levels deep; every parser on the way goes deeper than this: the consumer's (pydantic's JSON
+# parser: 200 levels), the door's re-serialisation of a page's events (orjson.dumps: 254) and
+# PostgreSQL's jsonb. The door refuses a deeper event (400), so the consumer never sees one.
+MAX_DEPTH = 64
+
+# The largest event, as JSON, any door publishes (a page may hold several). A section of 150,000
+# students fits. Kafka's record limit (service/kafka/config.py) is derived from it.
+MAX_EVENT_BYTES = 5 * 1024 * 1024
+
+_NUL_ESCAPE = b"\\u0000"  # JSON can write U+0000 only this way (a raw control byte is invalid)
+
+
+def unstorable(raw: bytes | None, document: object) -> tuple[str, str] | None:
+    """The first place in an event (its JSON `raw`, parsed as `document`) that the pipeline could
+    not carry, as (field path, why); None when there is none. The rule both doors apply:
+
+    - no string, key or value, may hold U+0000: PostgreSQL refuses it in text and jsonb alike, so
+      it is refused with 400 rather than removed (the event is kept exactly as Clever sent it);
+    - no event may be nested deeper than `MAX_DEPTH` levels.
+    """
+    # Cheap for nearly every event: U+0000 needs the escape in the bytes, and the nesting is at
+    # most the number of opening brackets. Only an event failing either is walked.
+    if (
+        raw is not None
+        and _NUL_ESCAPE not in raw
+        and raw.count(b"{") + raw.count(b"[") <= MAX_DEPTH
+    ):
+        return None
+    return _walk(document, [], 1)
+
+
+def _walk(value: object, path: list[str], depth: int) -> tuple[str, str] | None:
+    if isinstance(value, dict | list):
+        if depth > MAX_DEPTH:
+            return _where(path), f"nested deeper than {MAX_DEPTH} levels"
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(key, str) and "\x00" in key:
+                return _where(path), "a key holds the character U+0000, which cannot be stored"
+            found = _walk(item, [*path, str(key)], depth + 1)
+            if found is not None:
+                return found
+    elif isinstance(value, str) and "\x00" in value:
+        return _where(path), "holds the character U+0000, which cannot be stored"
+    return None
+
+
+def _where(path: list[str]) -> str:
+    return ".".join(path)[:200] or "(event)"
 
 
 # --- objects ----------------------------------------------------------------------------------
@@ -36,8 +103,8 @@ class District(Timestamps):
     id: CleverId
     name: str | None = None
     state: str | None = None
-    pause_start: datetime | None = None
-    pause_end: datetime | None = None
+    pause_start: CleverTime | None = None
+    pause_end: CleverTime | None = None
     sis_type: str | None = None
 
     @property
@@ -173,7 +240,7 @@ class EventData(CleverModel, Generic[ObjectT]):
 
 class EventBase(CleverModel, Generic[ObjectT]):
     id: CleverId
-    created: datetime
+    created: CleverTime
     data: EventData[ObjectT]
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.kafka.limits import MAX_RECORD_BYTES
 from service.kafka.topics import Durability
 from service.settings import Settings, missing
 
@@ -30,7 +31,8 @@ def producer_options(bootstrap: str) -> dict[str, Any]:
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": 2,
-        "max_batch_size": 256 * 1024,
+        "max_batch_size": 256 * 1024,  # a larger record gets a batch of its own
+        "max_request_size": MAX_RECORD_BYTES,
         "compression_type": None,
         "request_timeout_ms": 5_000,
         "retry_backoff_ms": 100,

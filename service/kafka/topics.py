@@ -4,7 +4,8 @@ Durability: with `acks=all` an acknowledged send is held by `min.insync.replicas
 topics are created with `ROSTER_KAFKA_REPLICATION_FACTOR` and `ROSTER_KAFKA_MIN_INSYNC_REPLICAS`,
 or, unset, with the cluster's own defaults (`default.replication.factor` read from a broker, and no
 `min.insync.replicas` override so the topic follows the cluster's value). A topic that already
-exists is never altered: each way it falls short of what is wanted is logged as a warning.
+exists keeps its replication: each way it falls short of what is wanted is logged as a warning.
+Only its `max.message.bytes` is raised when too low (see `_raise_record_limits`).
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from schemas.roster_changes import CHANGES_TOPIC
+from service.kafka.limits import MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)
 
 _TOPIC_ALREADY_EXISTS = 36
 _MIN_INSYNC = "min.insync.replicas"
 _DEFAULT_REPLICATION = "default.replication.factor"
+_DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs' source of a setting made for the topic itself
+MAX_MESSAGE_BYTES = "max.message.bytes"
+# Every topic takes the largest record a producer may send (a broker's default is 1 MiB).
+_RECORDS = {MAX_MESSAGE_BYTES: str(MAX_RECORD_BYTES)}
 
 
 @dataclass(frozen=True)
@@ -35,18 +41,24 @@ class TopicSpec:
 
 # Clever keeps events for 30 days; we keep the inbound topic a little longer so a replay from
 # offset 0 covers everything Clever could still resend.
-CLEVER_EVENTS = TopicSpec("clever.events.v1", 12, {"retention.ms": str(35 * 24 * 3600 * 1000)})
+CLEVER_EVENTS = TopicSpec(
+    "clever.events.v1", 12, {"retention.ms": str(35 * 24 * 3600 * 1000), **_RECORDS}
+)
 
 # Events the consumer could not apply, with the error in headers (keyed by district, like the
 # inbound topic). Kept long: a person looks at them and re-drives them once the cause is fixed.
 CLEVER_EVENTS_DLQ = TopicSpec(
-    "clever.events.dlq.v1", 3, {"retention.ms": str(90 * 24 * 3600 * 1000)}
+    "clever.events.dlq.v1", 3, {"retention.ms": str(90 * 24 * 3600 * 1000), **_RECORDS}
 )
 
 # Downstream topics (CloudEvents, Kafka binary mode), relayed from the outbox. Keyed by entity
 # (changes) and by student (alerts), so each key's messages stay in order on one partition.
-ROSTER_CHANGES = TopicSpec(CHANGES_TOPIC, 12, {"retention.ms": str(35 * 24 * 3600 * 1000)})
-ROSTER_ALERTS = TopicSpec("roster.alerts.v1", 3, {"retention.ms": str(90 * 24 * 3600 * 1000)})
+ROSTER_CHANGES = TopicSpec(
+    CHANGES_TOPIC, 12, {"retention.ms": str(35 * 24 * 3600 * 1000), **_RECORDS}
+)
+ROSTER_ALERTS = TopicSpec(
+    "roster.alerts.v1", 3, {"retention.ms": str(90 * 24 * 3600 * 1000), **_RECORDS}
+)
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     CLEVER_EVENTS,
@@ -182,8 +194,9 @@ async def ensure_topics(
     topics: tuple[TopicSpec, ...] = ALL_TOPICS,
     durability: Durability = Durability(),
 ) -> None:
-    """Creates missing topics; an existing topic is left as it is (a warning for each way it
-    falls short of `durability` or of its specified partitions)."""
+    """Creates missing topics. An existing topic keeps its partitions and its durability (a
+    warning for each way it falls short of `durability` or of its specified partitions) and its
+    settings, except a `max.message.bytes` below the spec's, which is raised."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
     await admin.start()
     try:
@@ -208,5 +221,71 @@ async def ensure_topics(
                         "existing topic falls short of the wanted settings",
                         extra={"topic": spec.name, "problem": problem},
                     )
+            await _raise_record_limits(admin, [t for t in topics if t.name in existing])
     finally:
         await admin.close()
+
+
+async def _raise_record_limits(admin: AIOKafkaAdminClient, topics: list[TopicSpec]) -> None:
+    """Raises the `max.message.bytes` of topics created with less (by an earlier version of the
+    service, or by hand), so the records the producers may now send are not refused for ever.
+    Raised at start-up rather than only warned about: the service owns these topics, and a higher
+    limit takes nothing away. Never lowered. aiokafka offers only the non-incremental
+    AlterConfigs, which replaces a topic's whole set of overrides, so the current ones are read
+    and sent back with the new limit. Without the right to alter a topic, a warning says what to
+    run."""
+    wanted = {
+        t.name: int(t.config[MAX_MESSAGE_BYTES]) for t in topics if MAX_MESSAGE_BYTES in t.config
+    }
+    if not wanted:
+        return
+    responses = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name) for name in sorted(wanted)]
+    )
+    changes = []
+    for response in responses:
+        for error_code, _, _, name, entries in response.resources:
+            if error_code != 0 or name not in wanted:
+                continue
+            current = {entry[0]: entry for entry in entries}
+            limit = current.get(MAX_MESSAGE_BYTES)
+            if limit is None or int(limit[1]) >= wanted[name]:
+                continue
+            overrides = {
+                key: entry[1]
+                for key, entry in current.items()
+                if _is_override(response.API_VERSION, entry) and entry[1] is not None
+            }
+            overrides[MAX_MESSAGE_BYTES] = str(wanted[name])
+            changes.append((name, int(limit[1]), overrides))
+    for name, before, overrides in changes:
+        try:
+            (response, *_) = await admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, name, overrides)]
+            )
+            error_code = response.resources[0][0]
+        except Exception as exc:
+            error_code = type(exc).__name__
+        if error_code == 0:
+            log.info(
+                "topic max.message.bytes raised",
+                extra={"topic": name, "from": before, "to": wanted[name]},
+            )
+            continue
+        log.warning(
+            "topic max.message.bytes is below the largest record the service sends; records "
+            "above it are refused until it is raised",
+            extra={
+                "topic": name,
+                "max_message_bytes": before,
+                "needed": wanted[name],
+                "error": error_code,
+                "fix": f"kafka-configs.sh --alter --entity-type topics --entity-name {name} "
+                f"--add-config {MAX_MESSAGE_BYTES}={wanted[name]}",
+            },
+        )
+
+
+def _is_override(version: int, entry: Any) -> bool:
+    """A setting made for the topic itself (v0 knows only "not a default")."""
+    return bool(entry[3] == _DYNAMIC_TOPIC_CONFIG if version >= 1 else not entry[3])

@@ -129,6 +129,9 @@ SendFuture = asyncio.Future[Any]
 # cheaper with batches of their own (58-62 vs 64-67 us/event).
 _OWN_BATCH_FROM = 4
 _PARTITIONER = DefaultPartitioner()
+# Districts whose route is cached. Past it the cache starts again: ids seen once (or made up by a
+# sender holding a secret) must not grow it for ever; real deployments serve far fewer districts.
+_MAX_ROUTES = 10_000
 _ACCEPTED = EVENTS.labels("accepted")
 _DUPLICATES = EVENTS.labels("duplicate")
 
@@ -524,6 +527,8 @@ class Ingestor:
     def _route(self, district_id: str) -> tuple[int, bytes]:
         """The district's Kafka key and the partition Kafka's default partitioner (murmur2)
         picks for it; cached, as a page repeats the same few districts."""
+        if len(self._routes) >= _MAX_ROUTES:
+            self._routes.clear()
         key = district_id.encode()
         partitions = self._sorted_partitions
         route = self._routes[district_id] = (_PARTITIONER(key, partitions, partitions), key)

@@ -3,6 +3,8 @@
 Accepts one event or Clever's list envelope `{"data": [{"data": <event>}, ...]}`. Every event is
 validated before anything is published: one bad event rejects the whole body, and the error names
 the event's index and the field. Error messages never echo values (they may be personal data).
+Whatever is accepted, the consumer can apply: an event the pipeline could not carry (U+0000, too
+deep: `schemas.clever.unstorable`) is a 400, one over `MAX_EVENT_BYTES` a 413.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any, NamedTuple
 import orjson
 from pydantic import ValidationError
 
-from schemas.clever import EVENT_ADAPTER, AnyEvent
+from schemas.clever import EVENT_ADAPTER, MAX_EVENT_BYTES, AnyEvent, unstorable
 
 _MAX_REPORTED = 20
 # The adapter's compiled validator, called directly: TypeAdapter.validate_python only forwards its
@@ -123,19 +125,45 @@ def parse_body(body: bytes, *, max_events: int) -> list[ParsedEvent]:
         )
 
     parsed: list[ParsedEvent] = []
+    oversize: list[FieldProblem] = []
     for position, candidate in candidates:
         try:
             event: AnyEvent = _validate(candidate)
         except ValidationError as exc:
             problems.extend(_problems(position, exc))
             continue
-        raw = body if position is None else orjson.dumps(candidate)
-        parsed.append(ParsedEvent(event, raw, event.id, event.type, event.district_id))
+        raw = body if position is None else _dumps(candidate)
+        fault = unstorable(raw, candidate)
+        if fault is not None or raw is None:
+            problems.append(FieldProblem(position, *(fault or _UNWRITABLE)))
+        elif len(raw) > MAX_EVENT_BYTES:
+            oversize.append(FieldProblem(position, "(event)", _TOO_LARGE))
+        else:
+            parsed.append(ParsedEvent(event, raw, event.id, event.type, event.district_id))
     if problems:
-        count = len({p.index for p in problems})
+        count = len({p.index for p in problems + oversize})
         raise BodyRejected(
             "validation_failed",
             f"{count} event(s) failed validation; nothing was accepted",
-            problems[:_MAX_REPORTED],
+            (problems + oversize)[:_MAX_REPORTED],
+        )
+    if oversize:
+        raise BodyRejected(
+            "event_too_large",
+            f"{len(oversize)} event(s) over {MAX_EVENT_BYTES} bytes; nothing was accepted",
+            oversize[:_MAX_REPORTED],
+            status=413,
         )
     return parsed
+
+
+_TOO_LARGE = f"the event is over {MAX_EVENT_BYTES} bytes as JSON"
+_UNWRITABLE = ("(event)", "cannot be written back as JSON")
+
+
+def _dumps(event: Any) -> bytes | None:
+    """A page's event as JSON of its own; None if orjson cannot write it (nested too deep)."""
+    try:
+        return orjson.dumps(event)
+    except orjson.JSONEncodeError:
+        return None

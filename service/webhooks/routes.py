@@ -18,7 +18,8 @@ from starlette.types import Receive, Scope, Send
 from schemas.clever import EVENT_ADAPTER, EventsPage
 from service.metrics import EVENTS, HTTP_LATENCY, HTTP_REQUESTS, REJECTIONS
 from service.settings import decode_webhook_secret
-from service.webhooks.body import BodyTooLarge, ClientGone, read_limited
+from service.webhooks import body as body_reader
+from service.webhooks.body import BodyTimeout, BodyTooLarge, ClientGone, read_limited
 from service.webhooks.ingest import Delivery, Ingestor, Unavailable, now_utc
 from service.webhooks.parse import BodyRejected, parse_body
 from service.webhooks.signature import SignatureError, verify
@@ -128,12 +129,21 @@ async def _handle(scope: Scope, receive: Receive) -> _Answer:
         raise _refuse(415, "unsupported_media_type", "the body must be application/json")
     try:
         body = await read_limited(
-            receive, headers.get(b"content-length"), settings.webhook_max_body_bytes
+            receive,
+            headers.get(b"content-length"),
+            settings.webhook_max_body_bytes,
+            body_reader.BODY_DEADLINE_S,
         )
     except BodyTooLarge:
         raise _refuse(
             413, "body_too_large", f"the body exceeds {settings.webhook_max_body_bytes} bytes"
         ) from None
+    except BodyTimeout:
+        refused = _refuse(
+            408, "body_timeout", f"the body did not arrive within {body_reader.BODY_DEADLINE_S} s"
+        )
+        refused.extra.append((b"connection", b"close"))  # the rest of the body is not read
+        raise refused from None
 
     signed = {
         name: headers.get(name.encode(), b"").decode("latin-1")
