@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.roster import RosterApplier
 from service.db.uow import UnitOfWork
+from service.kafka.limits import MAX_RECORD_BYTES
 from service.paths import project_root
 from tests.support.factory import Factory
 from tests.support.pipeline import NoDeadLetters, as_records, running_relay
@@ -40,7 +41,14 @@ async def test_the_readme_subscriber_prints_committed_changes(
 
         env = dict(os.environ) | {"ROSTER_KAFKA_BOOTSTRAP_SERVERS": services.kafka_bootstrap}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", code, env=env, stdout=asyncio.subprocess.PIPE
+            sys.executable,
+            "-c",
+            code,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            # A line per message: the topic may hold a section of tens of thousands of students
+            # (test_large_events), one line of megabytes.
+            limit=MAX_RECORD_BYTES * 2,
         )
         assert proc.stdout is not None
         try:
