@@ -32,7 +32,6 @@ until the latest deadline of its requests, so one request about to expire does n
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections import deque
@@ -48,8 +47,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from schemas import kafka_headers as h
 from schemas.clever import EVENT_TYPES
 from service.db.driver_pool import DriverPool
-from service.db.packed import text_array
 from service.db.uow import DRIVER_ERRORS, DriverUnitOfWork
+from service.events import store as events_log
 from service.kafka.gateway import KafkaGateway
 from service.kafka.topics import CLEVER_EVENTS
 from service.metrics import EVENTS, PUBLISH_LATENCY
@@ -57,7 +56,6 @@ from service.webhooks.parse import ParsedEvent
 
 log = logging.getLogger(__name__)
 
-_RELEASE = "DELETE FROM event_log WHERE event_id = ANY($1::text[])"
 # How a claim fails when the database is down or slow.
 _CLAIM_FAILURES: tuple[type[BaseException], ...] = (TimeoutError, *DRIVER_ERRORS)
 # How a commit or a release fails: the same (their own bound, or the driver).
@@ -134,48 +132,6 @@ _PARTITIONER = DefaultPartitioner()
 _MAX_ROUTES = 10_000
 _ACCEPTED = EVENTS.labels("accepted")
 _DUPLICATES = EVENTS.labels("duplicate")
-
-
-async def _claim(driver: Any, events: dict[str, tuple[ParsedEvent, Delivery]]) -> set[str]:
-    """Inserts the event-log rows of `events` through the driver connection; returns the ids
-    that were not there before."""
-    # Sorted ids: concurrent batches sharing ids lock rows in the same order, so never deadlock.
-    ids = sorted(events)
-    rows = [events[eid] for eid in ids]
-    # Columns packed into one string each (service/db/packed.py): a page of 100 events costs
-    # the door five parameter values, not 500 array elements. The received time goes as the
-    # text its delivery formatted once (PostgreSQL reads it back exactly), not as a datetime
-    # per event that the driver would convert one by one.
-    sources: list[str] = []
-    args: list[Any] = []
-    columns: tuple[list[str], ...] = (
-        ids,
-        [p.event_type for p, _ in rows],
-        [p.district_id for p, _ in rows],
-        [d.source for _, d in rows],
-        [d.received_iso for _, d in rows],
-    )
-    for position, values in enumerate(columns, start=1):
-        source, value = text_array("", values, placeholder=f"${position}")
-        sources.append(source)
-        args.append(value)
-    claimed = await driver.fetch(_claim_statement(tuple(sources)), *args)
-    return {row[0] for row in claimed}
-
-
-@functools.cache
-def _claim_statement(sources: tuple[str, ...]) -> str:
-    """The claim for one choice of packed or array per column (at most 32 statements)."""
-    ids, types, districts, origins, received = sources
-    return f"""
-        INSERT INTO event_log (event_id, type, district_id, source, status, received_at)
-        SELECT id, type, district, source, 'accepted', received
-        FROM unnest({ids}, {types}, {districts}, {origins}, CAST({received} AS timestamptz[]))
-            AS claim(id, type, district, source, received)
-        ORDER BY id
-        ON CONFLICT (event_id) DO NOTHING
-        RETURNING event_id
-    """
 
 
 # What a batch waits on: the database (claim, then commit or release) or Kafka.
@@ -368,7 +324,7 @@ class Ingestor:
                     uow = await stack.enter_async_context(
                         DriverUnitOfWork(self._pool, timeout=self._db_timeout)
                     )
-                    claimed = await _claim(uow.driver, wanted)
+                    claimed = await events_log.claim(uow.driver, wanted)
             except _CLAIM_FAILURES as exc:
                 blamed = "database"
                 if isinstance(exc, TimeoutError) and self._sending(wanted):
@@ -542,7 +498,7 @@ class Ingestor:
             return  # leaving the unit of work rolls every claim back (bounded)
         try:
             async with asyncio.timeout(self._db_timeout):
-                await uow.driver.execute(_RELEASE, sorted(unacknowledged))
+                await events_log.release(uow.driver, unacknowledged)
                 await uow.commit()
         except _STEP_FAILURES:
             log.warning(
@@ -580,7 +536,7 @@ class Ingestor:
                 asyncio.timeout(self._db_timeout),
                 DriverUnitOfWork(self._pool, timeout=self._db_timeout) as uow,
             ):
-                await _claim(uow.driver, {eid: (parsed, delivery)})
+                await events_log.claim(uow.driver, {eid: (parsed, delivery)})
                 await uow.commit()
         except _CLAIM_FAILURES:
             # The registry keeps the landed send: a retry reuses it and records the row itself.
