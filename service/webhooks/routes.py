@@ -20,8 +20,10 @@ from service.metrics import EVENTS, HTTP_LATENCY, HTTP_REQUESTS, REJECTIONS
 from service.settings import decode_webhook_secret
 from service.webhooks import body as body_reader
 from service.webhooks.body import BodyTimeout, BodyTooLarge, ClientGone, read_limited
-from service.webhooks.ingest import Delivery, Ingestor, Unavailable, now_utc
+from service.webhooks.delivery import Delivery, now_utc
+from service.webhooks.ingest import Ingestor
 from service.webhooks.parse import BodyRejected, parse_body
+from service.webhooks.results import Unavailable
 from service.webhooks.signature import SignatureError, verify
 
 log = logging.getLogger(__name__)
