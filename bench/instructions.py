@@ -32,7 +32,8 @@ from service.gc_tuning import tune_gc
 from service.kafka.gateway import KafkaGateway
 from service.kafka.topics import ensure_topics
 from service.paths import project_root
-from service.webhooks.ingest import Delivery, Ingestor, now_utc
+from service.webhooks.delivery import Delivery, now_utc
+from service.webhooks.ingest import Ingestor
 from service.webhooks.parse import parse_body
 from tests.support.factory import Factory
 from tests.support.services import session_services

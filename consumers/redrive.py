@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas import kafka_headers as h
-from service.db.tables import event_log
 from service.db.uow import UnitOfWork
+from service.events import store as events
 from service.kafka.config import producer_options
 from service.kafka.topics import CLEVER_EVENTS, CLEVER_EVENTS_DLQ, Durability, ensure_topics
 
@@ -81,26 +80,7 @@ async def redrive(
             by_id[event_id] = (key, value, headers)  # the latest dead-lettering wins
     now = datetime.now(UTC)
     async with UnitOfWork(engine) as uow:
-        reset = await uow.connection.execute(
-            update(event_log)
-            .where(
-                event_log.c.event_id.in_(by_id),
-                (event_log.c.status == "dead_lettered")
-                | (
-                    (event_log.c.status == "accepted")
-                    & event_log.c.redrive_requested_at.is_not(None)
-                ),
-            )
-            .values(
-                status="accepted",
-                error=None,
-                applied_at=None,
-                redrive_requested_at=now,
-                dead_letter_pending=False,  # it is in the dead-letter topic: read from there
-            )
-            .returning(event_log.c.event_id)
-        )
-        to_send = sorted(row[0] for row in reset)
+        to_send = await events.reset_dead_lettered(uow.connection, by_id, now)
         # Committed before the re-publish: a consumer must find the event unsettled.
         await uow.commit()
     report.not_dead = len(by_id) - len(to_send)
@@ -124,11 +104,7 @@ async def redrive(
     finally:
         await producer.stop()
     async with UnitOfWork(engine) as uow:  # acknowledged: a later run need not send them again
-        await uow.connection.execute(
-            update(event_log)
-            .where(event_log.c.event_id.in_(to_send), event_log.c.redrive_requested_at == now)
-            .values(redrive_requested_at=None)
-        )
+        await events.clear_redrive_marks(uow.connection, to_send, now)
         await uow.commit()
     report.redriven = len(to_send)
     return report

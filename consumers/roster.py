@@ -30,6 +30,7 @@ from consumers.runner import Record, is_transient
 from schemas import kafka_headers as h
 from schemas.clever import EVENT_ADAPTER, AnyEvent, Section, User
 from service.db.uow import UnitOfWork
+from service.events import store as events
 from service.outbox import store as outbox
 from service.outbox.changes import PUBLISHED_ROLES, record_changes
 from service.programs import store as programs
@@ -118,7 +119,7 @@ class RosterApplier:
         await programs.lock_assignments_shared(conn)
         await store.lock_districts(conn, districts)
         ids = [d.event.id for d in good] + [p.event_id for p in poison if p.event_id]
-        settled = await store.settled_events(conn, ids)
+        settled = await events.settled_events(conn, ids)
         # Dead letters whose record Kafka never acknowledged (a crash after the commit): sent now.
         pending = {i for i, s in settled.items() if s.pending and s.status == "dead_lettered"}
         resend = [p for p in poison if p.event_id in pending]
@@ -149,9 +150,9 @@ class RosterApplier:
             rows, failed = await self._apply_one_by_one(uow, todo)
             poison += failed
 
-        await store.record_outcomes(conn, rows)
+        await events.record_outcomes(conn, rows)
         dead_rows = [_dead_row(p) for p in poison if p.event_id]
-        await store.record_outcomes(conn, dead_rows)
+        await events.record_outcomes(conn, dead_rows)
         # Counted once the runner reports the commit (a rolled-back batch is applied again).
         return BatchResult(rows + dead_rows, len(good) - len(todo), poison + resend)
 
@@ -169,7 +170,7 @@ class RosterApplier:
             await self.dead_letters.send(dead)
             batch.sent = True
         async with UnitOfWork(engine) as uow:
-            await store.dead_letters_sent(uow.connection, [p.event_id for p in dead if p.event_id])
+            await events.dead_letters_sent(uow.connection, [p.event_id for p in dead if p.event_id])
             await uow.commit()
 
     def committed(self, result: object) -> None:

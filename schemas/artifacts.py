@@ -16,12 +16,16 @@ from pydantic.json_schema import models_json_schema
 
 from schemas import kafka_headers as h
 from schemas.clever import CleverEvent
-from schemas.roster_alerts import ALERT_MESSAGE_TYPES, ALERTS_SOURCE, ALERTS_TOPIC, Alert
-from schemas.roster_changes import CHANGE_TYPES, CHANGES_SOURCE, CHANGES_TOPIC
+from schemas.roster_alerts import ALERT_MESSAGE_TYPES, ALERTS_SOURCE, Alert
+from schemas.roster_changes import CHANGE_TYPES, CHANGES_SOURCE
+from schemas.topics import (
+    ALERTS_TOPIC,
+    CHANGES_TOPIC,
+    CLEVER_EVENTS_DLQ_TOPIC,
+    CLEVER_EVENTS_TOPIC,
+)
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-INBOUND_TOPIC = "clever.events.v1"
-DLQ_TOPIC = "clever.events.dlq.v1"
 
 
 def _unique_models() -> list[type[BaseModel]]:
@@ -41,7 +45,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         )
     docs[f"{ALERTS_TOPIC}/Alert.schema.json"] = _standalone(Alert.model_json_schema())
     event: TypeAdapter[Any] = TypeAdapter(CleverEvent)
-    docs[f"{INBOUND_TOPIC}/CleverEvent.schema.json"] = _standalone(event.json_schema())
+    docs[f"{CLEVER_EVENTS_TOPIC}/CleverEvent.schema.json"] = _standalone(event.json_schema())
     return docs
 
 
@@ -160,12 +164,12 @@ def asyncapi() -> dict[str, Any]:
 
     channels = {
         "cleverEvents": {
-            "address": INBOUND_TOPIC,
+            "address": CLEVER_EVENTS_TOPIC,
             "description": "Every Clever event accepted by a door (webhook, poller, backfill).",
             "messages": {"cleverEvent": {"$ref": "#/components/messages/cleverEvent"}},
         },
         "cleverEventsDlq": {
-            "address": DLQ_TOPIC,
+            "address": CLEVER_EVENTS_DLQ_TOPIC,
             "description": "Events that could not be applied; re-driven by `roster redrive`.",
             "messages": {"deadLetter": {"$ref": "#/components/messages/deadLetter"}},
         },

@@ -12,7 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ALERTS_TOPIC = "roster.alerts.v1"
+from schemas.topics import ALERTS_TOPIC as ALERTS_TOPIC  # this contract's topic
+
 ALERTS_SOURCE = "/roster-sync/alerts"
 ALERT_TYPE = "multi_school_enrollment"
 AlertStatus = Literal["open", "acknowledged", "resolved"]

@@ -15,7 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-CHANGES_TOPIC = "roster.changes.v1"
+from schemas.topics import CHANGES_TOPIC as CHANGES_TOPIC  # this contract's topic
+
 CHANGES_SOURCE = "/roster-sync/changes"
 
 

@@ -25,6 +25,7 @@ from service.outbox import routes as outbox_routes
 from service.programs import routes as program_routes
 from service.roster import routes as roster_routes
 from service.settings import Settings, load_settings
+from service.webhooks import openapi as webhook_openapi
 from service.webhooks import routes as webhook_routes
 from service.webhooks.ingest import Ingestor
 
@@ -122,7 +123,7 @@ def create_app(settings: Settings) -> FastAPI:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            paths, components = webhook_routes.openapi_paths()
+            paths, components = webhook_openapi.openapi_paths()
             schema["paths"] = {**paths, **schema.get("paths", {})}
             schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
             app.openapi_schema = schema

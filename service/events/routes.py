@@ -6,11 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.auth import AdminOnly
-from service.db.tables import event_log
+from service.events import store as events
 
 router = APIRouter(prefix="/v1", tags=["events"], dependencies=[AdminOnly])
 
@@ -38,11 +37,7 @@ def _iso(value: Any) -> str | None:
 async def get_event(event_id: str, request: Request) -> EventStatus:
     engine: AsyncEngine = request.app.state.engine
     async with engine.connect() as connection:
-        row = (
-            (await connection.execute(select(event_log).where(event_log.c.event_id == event_id)))
-            .mappings()
-            .first()
-        )
+        row = await events.find(connection, event_id)
     if row is None:
         raise HTTPException(status_code=404, detail="event id never seen")
     return EventStatus(

@@ -18,7 +18,12 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from schemas.roster_changes import CHANGES_TOPIC
+from schemas.topics import (
+    ALERTS_TOPIC,
+    CHANGES_TOPIC,
+    CLEVER_EVENTS_DLQ_TOPIC,
+    CLEVER_EVENTS_TOPIC,
+)
 from service.kafka.limits import MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)
@@ -42,13 +47,13 @@ class TopicSpec:
 # Clever keeps events for 30 days; we keep the inbound topic a little longer so a replay from
 # offset 0 covers everything Clever could still resend.
 CLEVER_EVENTS = TopicSpec(
-    "clever.events.v1", 12, {"retention.ms": str(35 * 24 * 3600 * 1000), **_RECORDS}
+    CLEVER_EVENTS_TOPIC, 12, {"retention.ms": str(35 * 24 * 3600 * 1000), **_RECORDS}
 )
 
 # Events the consumer could not apply, with the error in headers (keyed by district, like the
 # inbound topic). Kept long: a person looks at them and re-drives them once the cause is fixed.
 CLEVER_EVENTS_DLQ = TopicSpec(
-    "clever.events.dlq.v1", 3, {"retention.ms": str(90 * 24 * 3600 * 1000), **_RECORDS}
+    CLEVER_EVENTS_DLQ_TOPIC, 3, {"retention.ms": str(90 * 24 * 3600 * 1000), **_RECORDS}
 )
 
 # Downstream topics (CloudEvents, Kafka binary mode), relayed from the outbox. Keyed by entity
@@ -56,9 +61,7 @@ CLEVER_EVENTS_DLQ = TopicSpec(
 ROSTER_CHANGES = TopicSpec(
     CHANGES_TOPIC, 12, {"retention.ms": str(35 * 24 * 3600 * 1000), **_RECORDS}
 )
-ROSTER_ALERTS = TopicSpec(
-    "roster.alerts.v1", 3, {"retention.ms": str(90 * 24 * 3600 * 1000), **_RECORDS}
-)
+ROSTER_ALERTS = TopicSpec(ALERTS_TOPIC, 3, {"retention.ms": str(90 * 24 * 3600 * 1000), **_RECORDS})
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     CLEVER_EVENTS,

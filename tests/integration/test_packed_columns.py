@@ -10,8 +10,8 @@ from sqlalchemy import Column, MetaData, Table, Text, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.db.bulk import insert_rows
 from service.db.packed import NULL, SEPARATOR
-from service.roster.store import insert_rows
 
 metadata = MetaData()
 probe = Table(

@@ -19,8 +19,10 @@ import pytest
 from service.db.driver_pool import DriverPool, driver_dsn
 from service.kafka.gateway import KafkaGateway
 from service.kafka.topics import CLEVER_EVENTS
-from service.webhooks.ingest import Delivery, Ingestor, IngestResult, Unavailable, now_utc
+from service.webhooks.delivery import Delivery, now_utc
+from service.webhooks.ingest import Ingestor
 from service.webhooks.parse import ParsedEvent, parse_body
+from service.webhooks.results import IngestResult, Unavailable
 from tests.integration.conftest import api_settings, running_api
 from tests.support.factory import Factory
 from tests.support.services import Services

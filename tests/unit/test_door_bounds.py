@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
-from service.webhooks import ingest
+from service.kafka import routing
 from service.webhooks.body import BodyTimeout, read_limited
 
 
 def test_the_route_cache_stays_bounded_and_its_routes_right() -> None:
-    ingestor = ingest.Ingestor(cast(Any, None), cast(Any, None), timeout=1.0)
+    routes = routing.PartitionRoutes()
     partitions = list(range(12))
-    ingestor._routes_of(set(partitions))
-    for number in range(2 * ingest._MAX_ROUTES + 5):
+    routes.of(set(partitions))
+    for number in range(2 * routing.MAX_ROUTES + 5):
         district = f"{number:024x}"
-        partition, key = ingestor._route(district)
+        partition, key = routes.route(district)
         assert key == district.encode()
-        assert partition == ingest._PARTITIONER(key, partitions, partitions)
-        assert len(ingestor._routes) <= ingest._MAX_ROUTES
+        assert partition == routing.PARTITIONER(key, partitions, partitions)
+        assert len(routes) <= routing.MAX_ROUTES
 
 
 def _receiving(*chunks: bytes, then_stall: bool) -> Any:
