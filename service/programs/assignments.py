@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.roster_alerts import ALERTS_TOPIC
 from service.outbox import store as outbox
-from service.outbox.changes import Outgoing
+from service.outbox.store import Outgoing
 from service.programs import store
 from service.programs.check import check_students
 from service.programs.rules import SCOPES, Step

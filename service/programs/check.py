@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.roster_alerts import ALERT_TYPE, ALERTS_TOPIC
 from service.outbox import store as outbox
-from service.outbox.changes import Outgoing
+from service.outbox.store import Outgoing
 from service.programs import store
 from service.programs.rules import (
     Action,
