@@ -32,8 +32,8 @@ from schemas.clever import EVENT_ADAPTER, AnyEvent, Section, User
 from service.db.uow import UnitOfWork
 from service.outbox import store as outbox
 from service.programs import store as programs
+from service.programs.changes import change_of
 from service.programs.check import check_batch
-from service.programs.events import change_of
 from service.roster import store
 from service.roster.changes import PUBLISHED_ROLES, record_changes
 from service.roster.records import (
