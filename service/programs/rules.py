@@ -102,9 +102,14 @@ class ActiveAlert:
 
 
 class Action(StrEnum):
+    """What happens to an alert. The rule's transitions open, update and resolve; acknowledging
+    is an operator's (`assignments.acknowledge`), never the rule's. The value names the action
+    in the alert's history and its message type (`alert.<value>`)."""
+
     OPEN = "opened"
     UPDATE = "updated"
     RESOLVE = "resolved"
+    ACKNOWLEDGE = "acknowledged"
 
 
 def transition(active: ActiveAlert | None, conflict: Conflict | None) -> Action | None:
