@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.auth import AdminOnly
 from service.db.uow import UnitOfWork
+from service.iso import iso
 from service.programs import alerts, assignments, store
 
 router = APIRouter(prefix="/v1", tags=["programs"], dependencies=[AdminOnly])
@@ -137,10 +138,6 @@ async def delete_assignment(assignment_id: str, request: Request) -> Response:
     return Response(status_code=204)
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 def _alert(row: Any) -> AlertOut:
     return AlertOut(
         id=row.id,
@@ -151,8 +148,8 @@ def _alert(row: Any) -> AlertOut:
         programs=[p["code"] for p in row.programs],
         status=row.status,
         opened_at=row.opened_at.isoformat(),
-        resolved_at=_iso(row.resolved_at),
-        acknowledged_at=_iso(row.acknowledged_at),
+        resolved_at=iso(row.resolved_at),
+        acknowledged_at=iso(row.acknowledged_at),
         updated_at=row.updated_at.isoformat(),
         trigger_event_id=row.trigger_event_id,
         suggested_school_id=row.suggested_school_id,
