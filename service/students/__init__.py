@@ -1,1 +1,1 @@
-"""The roster: pure rules (`rules.py`), their storage (`store.py`) and the query API."""
+"""The student view: a roster student with the programs they hold (above roster and programs)."""
