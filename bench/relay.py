@@ -28,7 +28,7 @@ from service.db.migrate import upgrade
 from service.db.uow import UnitOfWork
 from service.kafka.topics import ensure_topics
 from service.outbox import store
-from service.outbox.changes import Outgoing
+from service.outbox.store import Outgoing
 from service.paths import project_root
 from service.settings import load_settings
 from tests.support.services import session_services

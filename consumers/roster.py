@@ -32,11 +32,11 @@ from schemas.clever import EVENT_ADAPTER, AnyEvent, Section, User
 from service.db.uow import UnitOfWork
 from service.events import store as events
 from service.outbox import store as outbox
-from service.outbox.changes import PUBLISHED_ROLES, record_changes
 from service.programs import store as programs
+from service.programs.changes import change_of
 from service.programs.check import check_batch
-from service.programs.events import change_of
 from service.roster import store
+from service.roster.changes import PUBLISHED_ROLES, record_changes
 from service.roster.records import (
     record_key,
     record_row,

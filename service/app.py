@@ -25,6 +25,7 @@ from service.outbox import routes as outbox_routes
 from service.programs import routes as program_routes
 from service.roster import routes as roster_routes
 from service.settings import Settings, load_settings
+from service.students import routes as student_routes
 from service.webhooks import openapi as webhook_openapi
 from service.webhooks import routes as webhook_routes
 from service.webhooks.ingest import Ingestor
@@ -116,6 +117,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.router.routes.append(Route(webhook_routes.PATH, door, methods=["POST"]))
     app.include_router(health.router)
     app.include_router(events_routes.router)
+    app.include_router(student_routes.router)
     app.include_router(roster_routes.router)
     app.include_router(program_routes.router)
     app.include_router(outbox_routes.router)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.auth import AdminOnly
 from service.events import store as events
+from service.iso import iso
 
 router = APIRouter(prefix="/v1", tags=["events"], dependencies=[AdminOnly])
 
@@ -23,10 +22,6 @@ class EventStatus(BaseModel):
     received_at: str
     applied_at: str | None
     error: str | None
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 @router.get(
@@ -47,6 +42,6 @@ async def get_event(event_id: str, request: Request) -> EventStatus:
         source=row["source"],
         status=row["status"],
         received_at=row["received_at"].isoformat(),
-        applied_at=_iso(row["applied_at"]),
+        applied_at=iso(row["applied_at"]),
         error=row["error"],
     )

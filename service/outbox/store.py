@@ -21,9 +21,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.packed import text_array
 from service.db.tables import OUTBOX_SHARDS
-from service.outbox.changes import Outgoing
 
 NOTIFY_CHANNEL = "roster_outbox"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One downstream message before it has its sequence number: any topic, any key (the
+    writers build them: `service/roster/changes.py`, `service/programs/alerts.py`)."""
+
+    topic: str
+    key: str
+    type: str
+    district_id: str
+    data: dict[str, Any]
 
 
 def shard_of(key: str) -> int:

@@ -12,23 +12,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from schemas.roster_alerts import ALERTS_TOPIC
 from service.outbox import store as outbox
-from service.outbox.changes import Outgoing
-from service.programs import store
+from service.programs import alerts, store
 from service.programs.check import check_students
 from service.programs.rules import SCOPES, Step
 
 
 class UnknownProgram(ValueError):
-    pass
-
-
-class AlertResolved(ValueError):
     pass
 
 
@@ -126,45 +119,14 @@ async def list_assignments(conn: AsyncConnection) -> list[dict[str, Any]]:
 async def acknowledge(conn: AsyncConnection, alert_id: str) -> dict[str, Any] | None:
     """Marks an open alert acknowledged (idempotent); None if unknown, AlertResolved if it has
     resolved already."""
-    row = (
-        await conn.execute(
-            text(
-                "SELECT id, student_id, district_id, status, detail, school_ids, "
-                "trigger_event_id FROM alerts WHERE id = :id FOR UPDATE"
-            ),
-            {"id": alert_id},
-        )
-    ).first()
-    if row is None:
+    alert = await store.alert_for_update(conn, alert_id)
+    if alert is None:
         return None
-    if row.status == "resolved":
-        raise AlertResolved(f"alert {alert_id} is resolved")
-    if row.status == "acknowledged":
-        return dict(row.detail)
     now = datetime.now(UTC)
-    detail = dict(row.detail) | {"status": "acknowledged", "acknowledged_at": now.isoformat()}
-    await conn.execute(
-        text(
-            "UPDATE alerts SET status = 'acknowledged', acknowledged_at = :now, updated_at = :now,"
-            " detail = CAST(:detail AS jsonb) WHERE id = :id"
-        ),
-        {"now": now, "detail": orjson.dumps(detail).decode(), "id": alert_id},
-    )
-    await store.record_history(
-        conn,
-        [
-            {
-                "alert_id": alert_id,
-                "action": "acknowledged",
-                "at": now,
-                "trigger_event_id": row.trigger_event_id,
-                "school_ids": list(row.school_ids),
-                "programs": [p["code"] for p in detail["programs"]],
-            }
-        ],
-    )
-    await outbox.append(
-        conn,
-        [Outgoing(ALERTS_TOPIC, row.student_id, "alert.acknowledged", row.district_id, detail)],
-    )
-    return detail
+    ack = alerts.acknowledgement(alert, now)
+    if ack is None:
+        return alert.detail
+    await store.mark_acknowledged(conn, alert_id, now, ack.detail)
+    await store.record_history(conn, [ack.history])
+    await outbox.append(conn, [ack.message])
+    return ack.detail

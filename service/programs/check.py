@@ -4,7 +4,8 @@ Two entry points: `check_batch` for the roster consumer (the batch's applied eve
 per event by the pure rule) and `check_students` for assignment changes (every student in the
 scope, once). Both load, set-based, the part of the roster the change can touch as it is before
 the batch's own writes, run `service/programs/rules.replay`, then write alerts, their history and
-their `roster.alerts.v1` messages (outbox) in a few statements.
+their `roster.alerts.v1` messages (outbox, built by the pure `alerts.alert_writes`) in a few
+statements.
 """
 
 from __future__ import annotations
@@ -14,19 +15,14 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from schemas.roster_alerts import ALERT_TYPE, ALERTS_TOPIC
 from service.outbox import store as outbox
-from service.outbox.changes import Outgoing
-from service.programs import store
+from service.programs import alerts, store
 from service.programs.rules import (
-    Action,
     Catalog,
     Change,
-    Conflict,
     FlagChange,
     Person,
     Recheck,
@@ -202,19 +198,6 @@ async def _run(
     return steps
 
 
-def _programs_json(conflict: Conflict, catalog: Catalog) -> list[dict[str, Any]]:
-    return [
-        {
-            "code": code,
-            "name": catalog.names.get(code, code),
-            "sources": [
-                {"assignment_id": a.id, "scope": a.scope, "scope_id": a.scope_id} for a in sources
-            ],
-        }
-        for code, sources in conflict.programs
-    ]
-
-
 async def _write(
     conn: AsyncConnection,
     world: World,
@@ -224,92 +207,15 @@ async def _write(
 ) -> None:
     now = datetime.now(UTC)
     school_ids = sorted({s for step in steps for s in step.conflict.school_ids})
-    names: dict[str, str | None] = dict.fromkeys(school_ids)
-    for school_id, name in await _rows(
-        conn, "SELECT id, name FROM schools WHERE id = ANY(CAST(:ids AS text[]))", school_ids
-    ):
-        names[school_id] = name
-
-    ids = {s.alert: (uuid.uuid4().hex if s.alert.startswith("new:") else s.alert) for s in steps}
-    state: dict[str, dict[str, Any]] = {}  # alert id -> its data as the steps go
-    final: dict[str, dict[str, Any]] = {}  # alert id -> the row to write
-    history: list[dict[str, Any]] = []
-    messages: list[Outgoing] = []
-    for step in steps:
-        alert_id = ids[step.alert]
-        person = world.person(step.student_id)
-        data = (
-            state.get(alert_id)
-            or details.get(alert_id)
-            or {
-                "id": alert_id,
-                "type": ALERT_TYPE,
-                "status": "open",
-                "district_id": person.district_id or "",
-                "opened_at": now.isoformat(),
-                "acknowledged_at": None,
-                "resolved_at": None,
-            }
-        )
-        data = dict(data)
-        if step.action is Action.RESOLVE:
-            data |= {"status": "resolved", "resolved_at": now.isoformat()}
-        conflict = step.conflict
-        primary = person.primary_school_id
-        first, middle, last = person.name
-        data |= {
-            "student": {
-                "id": step.student_id,
-                "sis_id": person.sis_id,
-                "name": {"first": first, "middle": middle, "last": last},
-                "primary_school_id": primary,
-            },
-            "schools": [{"id": s, "name": names.get(s)} for s in conflict.school_ids],
-            "programs": _programs_json(conflict, catalog),
-            "suggested_school_id": primary if primary in conflict.school_ids else None,
-            "trigger_event_id": step.trigger,
-            "source_event_id": step.trigger,
-        }
-        state[alert_id] = data
-        final[alert_id] = {
-            "id": alert_id,
-            "new": step.alert.startswith("new:"),
-            "type": ALERT_TYPE,
-            "district_id": data["district_id"],
-            "student_id": step.student_id,
-            "status": data["status"],
-            "school_ids": list(conflict.school_ids),
-            "programs": orjson.dumps(data["programs"]).decode(),
-            "detail": orjson.dumps(data).decode(),
-            "suggested_school_id": data["suggested_school_id"],
-            "at": now,
-            "resolved_at": now if data["status"] == "resolved" else None,
-            "acknowledged_at": None,
-            "trigger_event_id": step.trigger,
-        }
-        history.append(
-            {
-                "alert_id": alert_id,
-                "action": step.action.value,
-                "at": now,
-                "trigger_event_id": step.trigger,
-                "school_ids": list(conflict.school_ids),
-                "programs": conflict.program_codes,
-            }
-        )
-        messages.append(
-            Outgoing(
-                ALERTS_TOPIC,
-                step.student_id,
-                f"alert.{step.action.value}",
-                data["district_id"],
-                data,
-            )
-        )
+    sql = "SELECT id, name FROM schools WHERE id = ANY(CAST(:ids AS text[]))"
+    names = {school_id: name for school_id, name in await _rows(conn, sql, school_ids)}
+    writes = alerts.alert_writes(
+        steps, world.people, catalog, details, names, now, lambda: uuid.uuid4().hex
+    )
     # New alerts are inserted as they end up (a batch can open and resolve one); the unique
     # index on unresolved alerts holds throughout, since an insert is at most one per student
     # unresolved, and updates resolve before any new one is inserted.
-    await store.update_alerts(conn, [r for r in final.values() if not r["new"]])
-    await store.insert_alerts(conn, [r for r in final.values() if r["new"]])
-    await store.record_history(conn, history)
-    await outbox.append(conn, messages)
+    await store.update_alerts(conn, writes.updates)
+    await store.insert_alerts(conn, writes.inserts)
+    await store.record_history(conn, writes.history)
+    await outbox.append(conn, writes.messages)

@@ -7,12 +7,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.auth import AdminOnly
 from service.db.uow import UnitOfWork
-from service.programs import assignments, store
+from service.iso import iso
+from service.programs import alerts, assignments, store
 
 router = APIRouter(prefix="/v1", tags=["programs"], dependencies=[AdminOnly])
 
@@ -138,16 +138,6 @@ async def delete_assignment(assignment_id: str, request: Request) -> Response:
     return Response(status_code=204)
 
 
-_ALERT_COLUMNS = """
-    id, type, district_id, student_id, school_ids, programs, status, opened_at, resolved_at,
-    acknowledged_at, updated_at, trigger_event_id, suggested_school_id, detail
-"""
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 def _alert(row: Any) -> AlertOut:
     return AlertOut(
         id=row.id,
@@ -158,8 +148,8 @@ def _alert(row: Any) -> AlertOut:
         programs=[p["code"] for p in row.programs],
         status=row.status,
         opened_at=row.opened_at.isoformat(),
-        resolved_at=_iso(row.resolved_at),
-        acknowledged_at=_iso(row.acknowledged_at),
+        resolved_at=iso(row.resolved_at),
+        acknowledged_at=iso(row.acknowledged_at),
         updated_at=row.updated_at.isoformat(),
         trigger_event_id=row.trigger_event_id,
         suggested_school_id=row.suggested_school_id,
@@ -176,23 +166,9 @@ async def list_alerts(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AlertList:
     """Newest first. Filters combine; `limit` bounds the page."""
-    clauses, params = [], {"limit": limit}
-    for name, value in (
-        ("status", status),
-        ("district_id", district_id),
-        ("student_id", student_id),
-    ):
-        if value is not None:
-            clauses.append(f"{name} = :{name}")
-            params[name] = value  # type: ignore[assignment]
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     async with _engine(request).connect() as conn:
-        rows = await conn.execute(
-            text(
-                f"SELECT {_ALERT_COLUMNS} FROM alerts {where} "
-                "ORDER BY opened_at DESC, id LIMIT :limit"
-            ),
-            params,
+        rows = await store.list_alerts(
+            conn, status=status, district_id=district_id, student_id=student_id, limit=limit
         )
         return AlertList(items=[_alert(r) for r in rows])
 
@@ -205,21 +181,9 @@ async def list_alerts(
 async def get_alert(alert_id: str, request: Request) -> AlertWithHistory:
     """One alert with its history, oldest first."""
     async with _engine(request).connect() as conn:
-        row = (
-            await conn.execute(
-                text(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = :id"),
-                {"id": alert_id},
-            )
-        ).first()
+        row = await store.alert(conn, alert_id)
         if row is None:
             raise HTTPException(status_code=404, detail="unknown alert")
-        history = await conn.execute(
-            text(
-                "SELECT action, at, trigger_event_id, school_ids, programs FROM alert_history "
-                "WHERE alert_id = :id ORDER BY id"
-            ),
-            {"id": alert_id},
-        )
         events = [
             AlertEvent(
                 action=h.action,
@@ -228,7 +192,7 @@ async def get_alert(alert_id: str, request: Request) -> AlertWithHistory:
                 school_ids=list(h.school_ids),
                 programs=list(h.programs),
             )
-            for h in history
+            for h in await store.alert_history(conn, alert_id)
         ]
     return AlertWithHistory(**_alert(row).model_dump(), history=events)
 
@@ -246,16 +210,12 @@ async def acknowledge_alert(alert_id: str, request: Request) -> AlertOut:
     async with UnitOfWork(_engine(request)) as uow:
         try:
             found = await assignments.acknowledge(uow.connection, alert_id)
-        except assignments.AlertResolved as exc:
+        except alerts.AlertResolved as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from None
         if found is None:
             raise HTTPException(status_code=404, detail="unknown alert")
         await uow.commit()
     async with _engine(request).connect() as conn:
-        row = (
-            await conn.execute(
-                text(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = :id"),
-                {"id": alert_id},
-            )
-        ).one()
+        row = await store.alert(conn, alert_id)
+    assert row is not None  # acknowledged just now (alerts are never deleted)
     return _alert(row)

@@ -102,9 +102,14 @@ class ActiveAlert:
 
 
 class Action(StrEnum):
+    """What happens to an alert. The rule's transitions open, update and resolve; acknowledging
+    is an operator's (`assignments.acknowledge`), never the rule's. The value names the action
+    in the alert's history and its message type (`alert.<value>`)."""
+
     OPEN = "opened"
     UPDATE = "updated"
     RESOLVE = "resolved"
+    ACKNOWLEDGE = "acknowledged"
 
 
 def transition(active: ActiveAlert | None, conflict: Conflict | None) -> Action | None:
@@ -117,36 +122,9 @@ def transition(active: ActiveAlert | None, conflict: Conflict | None) -> Action 
 
 
 @dataclass(frozen=True)
-class Decision:
-    student_id: str
-    action: Action
-    conflict: Conflict | None  # None on RESOLVE
-    active: ActiveAlert | None  # None on OPEN
-
-
-@dataclass(frozen=True)
 class Catalog:
     names: Mapping[str, str] = field(default_factory=dict)
     single_school: frozenset[str] = frozenset()
-
-
-def decide(
-    facts: Mapping[str, StudentFacts],
-    assignments: Iterable[Assignment],
-    catalog: Catalog,
-    active: Mapping[str, ActiveAlert],
-) -> list[Decision]:
-    """The alert transitions for these students (sorted by student id)."""
-    assignments = list(assignments)
-    decisions = []
-    for student_id in sorted(facts):
-        f = facts[student_id]
-        conflict = conflict_of(f, programs_of(f, assignments), catalog.single_school)
-        current = active.get(student_id)
-        action = transition(current, conflict)
-        if action is not None:
-            decisions.append(Decision(student_id, action, conflict, current))
-    return decisions
 
 
 # --- per-event replay of a batch ----------------------------------------------------------------

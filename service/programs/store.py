@@ -4,11 +4,14 @@ commits). Every read is one set-based statement over all the students at hand.""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+import orjson
+from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.programs.alerts import AlertRow, HistoryRow, StoredAlert
 from service.programs.rules import ActiveAlert, Assignment, Catalog, Conflict
 from service.roster.store import lock_districts
 
@@ -150,7 +153,25 @@ async def active_alerts(
     return out, details
 
 
-async def insert_alerts(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+def _alert_params(row: AlertRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "type": row.type,
+        "district_id": row.district_id,
+        "student_id": row.student_id,
+        "status": row.status,
+        "school_ids": row.school_ids,
+        "programs": orjson.dumps(row.programs).decode(),
+        "detail": orjson.dumps(row.detail).decode(),
+        "suggested_school_id": row.suggested_school_id,
+        "at": row.at,
+        "resolved_at": row.resolved_at,
+        "acknowledged_at": row.acknowledged_at,
+        "trigger_event_id": row.trigger_event_id,
+    }
+
+
+async def insert_alerts(conn: AsyncConnection, rows: Sequence[AlertRow]) -> None:
     if rows:
         await conn.execute(
             text(
@@ -163,11 +184,11 @@ async def insert_alerts(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -
                     :at, :at, :resolved_at, :trigger_event_id)
                 """
             ),
-            list(rows),
+            [_alert_params(r) for r in rows],
         )
 
 
-async def update_alerts(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+async def update_alerts(conn: AsyncConnection, rows: Sequence[AlertRow]) -> None:
     """Updates (or resolves) alerts; `resolved_at`/`acknowledged_at` are kept when None."""
     if rows:
         await conn.execute(
@@ -182,11 +203,11 @@ async def update_alerts(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -
                  WHERE id = :id
                 """
             ),
-            list(rows),
+            [_alert_params(r) for r in rows],
         )
 
 
-async def record_history(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+async def record_history(conn: AsyncConnection, rows: Sequence[HistoryRow]) -> None:
     if rows:
         await conn.execute(
             text(
@@ -196,5 +217,107 @@ async def record_history(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) 
                 VALUES (:alert_id, :action, :at, :trigger_event_id, :school_ids, :programs)
                 """
             ),
-            list(rows),
+            [
+                {
+                    "alert_id": r.alert_id,
+                    "action": r.action.value,
+                    "at": r.at,
+                    "trigger_event_id": r.trigger_event_id,
+                    "school_ids": r.school_ids,
+                    "programs": r.programs,
+                }
+                for r in rows
+            ],
         )
+
+
+async def alert_for_update(conn: AsyncConnection, alert_id: str) -> StoredAlert | None:
+    """The alert, row-locked until the transaction ends; None if there is no such alert."""
+    row = (
+        await conn.execute(
+            text(
+                "SELECT id, student_id, district_id, status, detail, school_ids, "
+                "trigger_event_id FROM alerts WHERE id = :id FOR UPDATE"
+            ),
+            {"id": alert_id},
+        )
+    ).first()
+    if row is None:
+        return None
+    return StoredAlert(
+        id=row.id,
+        student_id=row.student_id,
+        district_id=row.district_id,
+        status=row.status,
+        detail=dict(row.detail),
+        school_ids=list(row.school_ids),
+        trigger_event_id=row.trigger_event_id,
+    )
+
+
+async def mark_acknowledged(
+    conn: AsyncConnection, alert_id: str, at: datetime, detail: dict[str, Any]
+) -> None:
+    await conn.execute(
+        text(
+            "UPDATE alerts SET status = 'acknowledged', acknowledged_at = :now, updated_at = :now,"
+            " detail = CAST(:detail AS jsonb) WHERE id = :id"
+        ),
+        {"now": at, "detail": orjson.dumps(detail).decode(), "id": alert_id},
+    )
+
+
+# What the API shows of an alert.
+_ALERT_COLUMNS = """
+    id, type, district_id, student_id, school_ids, programs, status, opened_at, resolved_at,
+    acknowledged_at, updated_at, trigger_event_id, suggested_school_id, detail
+"""
+
+
+async def list_alerts(
+    conn: AsyncConnection,
+    *,
+    status: str | None,
+    district_id: str | None,
+    student_id: str | None,
+    limit: int,
+) -> list[Row[Any]]:
+    """Newest first; the filters given combine."""
+    clauses: list[str] = []
+    params: dict[str, Any] = {"limit": limit}
+    for name, value in (
+        ("status", status),
+        ("district_id", district_id),
+        ("student_id", student_id),
+    ):
+        if value is not None:
+            clauses.append(f"{name} = :{name}")
+            params[name] = value
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = await conn.execute(
+        text(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts {where} ORDER BY opened_at DESC, id LIMIT :limit"
+        ),
+        params,
+    )
+    return list(rows)
+
+
+async def alert(conn: AsyncConnection, alert_id: str) -> Row[Any] | None:
+    return (
+        await conn.execute(
+            text(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = :id"), {"id": alert_id}
+        )
+    ).first()
+
+
+async def alert_history(conn: AsyncConnection, alert_id: str) -> list[Row[Any]]:
+    """The alert's transitions, oldest first."""
+    rows = await conn.execute(
+        text(
+            "SELECT action, at, trigger_event_id, school_ids, programs FROM alert_history "
+            "WHERE alert_id = :id ORDER BY id"
+        ),
+        {"id": alert_id},
+    )
+    return list(rows)

@@ -1,1 +1,2 @@
-"""The roster: pure rules (`rules.py`), their storage (`store.py`) and the query API."""
+"""The roster: pure rules (`rules.py`), records and their change messages (`records.py`,
+`changes.py`), their storage (`store.py`) and the section API."""

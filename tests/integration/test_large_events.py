@@ -16,9 +16,9 @@ from schemas.clever import EVENT_ADAPTER
 from service.kafka.config import producer_options
 from service.kafka.limits import MAX_RECORD_BYTES
 from service.kafka.topics import MAX_MESSAGE_BYTES, ROSTER_CHANGES, TopicSpec, ensure_topics
-from service.outbox.changes import record_changes
 from service.outbox.relay import kafka_message
 from service.outbox.store import Pending
+from service.roster.changes import record_changes
 from tests.integration.conftest import Api
 from tests.support.factory import Factory
 from tests.support.pipeline import run_consumer, settled

@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.db.uow import UnitOfWork
 from service.kafka.config import producer_options
 from service.outbox import store
-from service.outbox.changes import Outgoing
 from service.outbox.relay import Relay
+from service.outbox.store import Outgoing
 from tests.integration.conftest import api_settings, running_api
 from tests.support.services import Services
 from tests.support.topic import read_records

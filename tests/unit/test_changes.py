@@ -6,7 +6,8 @@ from typing import Any
 
 from schemas.clever import EVENT_ADAPTER
 from schemas.roster_changes import CHANGE_TYPES
-from service.outbox.changes import Outgoing, record_changes
+from service.outbox.store import Outgoing
+from service.roster.changes import record_changes
 from tests.support.factory import Factory
 
 

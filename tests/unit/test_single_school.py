@@ -21,7 +21,6 @@ from service.programs.rules import (
     World,
     apply_change,
     conflict_of,
-    decide,
     programs_of,
     replay,
     transition,
@@ -48,8 +47,9 @@ def student(*schools: str, **kw: object) -> StudentFacts:
 def run(
     facts: StudentFacts, assignments: list[Assignment], active: ActiveAlert | None = None
 ) -> Action | None:
-    decisions = decide({"s1": facts}, assignments, CATALOG, {"s1": active} if active else {})
-    return decisions[0].action if decisions else None
+    """The rule for one student: their conflict now, and their alert's transition."""
+    conflict = conflict_of(facts, programs_of(facts, assignments), CATALOG.single_school)
+    return transition(active, conflict)
 
 
 def active_for(
@@ -110,8 +110,13 @@ def test_resolved_then_a_new_conflict_opens_a_new_alert() -> None:
 def test_acknowledged_to_resolved_and_updates_keep_it_acknowledged() -> None:
     alert = active_for(student("A", "B"), [MATH_AT_A], status="acknowledged")
     assert run(student("A"), [MATH_AT_A], alert) is Action.RESOLVE
-    decisions = decide({"s1": student("A", "B", "C")}, [MATH_AT_A], CATALOG, {"s1": alert})
-    assert decisions[0].action is Action.UPDATE and decisions[0].active is alert
+    assert run(student("A", "B", "C"), [MATH_AT_A], alert) is Action.UPDATE
+    # The update is of the stored alert, not a new one (its status is kept: test_alerts.py).
+    world = _world(("SB", "B", frozenset({"s1"})))
+    stored = active_for(world.facts("s1"), [MATH_AT_A], status="acknowledged")
+    joins_c = SectionChange("e1", "SC", SectionState("C", False, frozenset({"s1"})))
+    steps = replay(world, [joins_c], [MATH_AT_A], CATALOG, {"s1": stored})
+    assert [(s.action, s.alert) for s in steps] == [(Action.UPDATE, "al1")]
 
 
 def test_deleted_student_resolves() -> None:
@@ -157,10 +162,8 @@ def test_any_history_keeps_one_alert_exactly_while_in_conflict(
     for school_ids, assigned, deleted in history:
         facts = student(*school_ids, deleted=deleted)
         assignments = [MATH_AT_A] if assigned else []
-        actions = [
-            d.action
-            for d in decide({"s1": facts}, assignments, CATALOG, {"s1": active} if active else {})
-        ]
+        action = run(facts, assignments, active)
+        actions = [] if action is None else [action]
         conflict = conflict_of(facts, programs_of(facts, assignments), CATALOG.single_school)
         assert (conflict is not None) == (
             assigned and not deleted and "A" in school_ids and len(school_ids) >= 2

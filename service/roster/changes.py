@@ -9,26 +9,15 @@ same transaction. The dictionaries follow the models in `schemas/roster_changes.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from schemas.clever import AnyEvent, School, Section, User
 from schemas.roster_changes import CHANGES_TOPIC
+from service.outbox.store import Outgoing
 from service.roster.records import section_members, version_of
 
 # The user roles that publish downstream messages (`roster.student.*`, `roster.teacher.*`).
 PUBLISHED_ROLES = ("student", "teacher")
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """One downstream message before it has its sequence number."""
-
-    topic: str
-    key: str
-    type: str
-    district_id: str
-    data: dict[str, Any]
 
 
 def _change(kind: str, deleted: bool, district_id: str, data: dict[str, Any]) -> Outgoing:

@@ -1,4 +1,5 @@
-"""Clever events as the single-school rule's changes (pure)."""
+"""Clever events as the single-school rule's changes (`rules.Change`), pure. Not the event log
+(`service/events/`), nor the downstream change messages (`service/roster/changes.py`)."""
 
 from __future__ import annotations
 
