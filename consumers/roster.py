@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.dead_letters import DeadLetters
 from consumers.metrics import APPLIED, APPLY_LATENCY
+from consumers.records import Decoded, Poison, decode
 from consumers.runner import Record, is_transient
 from schemas import kafka_headers as h
-from schemas.clever import EVENT_ADAPTER, AnyEvent, Section, User
+from schemas.clever import Section, User
 from service.db.uow import UnitOfWork
 from service.outbox import store as outbox
 from service.outbox.changes import PUBLISHED_ROLES, record_changes
@@ -48,42 +48,12 @@ from service.roster.rules import Incoming, Outcome, Version, plan_batch
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Decoded:
-    record: Record
-    headers: dict[str, str]
-    event: AnyEvent
-    event_json: str  # as received
-
-
-@dataclass(frozen=True)
-class Poison:
-    record: Record
-    headers: dict[str, str]
-    event_id: str | None
-    error: str
-
-
 def describe(exc: BaseException) -> str:
     """The error without the statement or its parameters (they may hold personal data): for a
     database error, the driver's own message (`invalid byte sequence ...`)."""
     cause = getattr(exc, "orig", None) or exc
     first_line = (str(cause).splitlines() or [""])[0]
     return f"{type(cause).__name__}: {first_line[:200]}"
-
-
-def decode(record: Record) -> Decoded | Poison:
-    headers = h.header_map(record.headers)
-    try:
-        event = EVENT_ADAPTER.validate_json(record.value or b"")
-        event_json = (record.value or b"").decode("utf-8")
-    except (ValidationError, UnicodeDecodeError) as exc:
-        message = f"not a valid Clever event: {type(exc).__name__}"
-        if isinstance(exc, ValidationError):
-            first = exc.errors(include_input=False)[0]
-            message += f" at {'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-        return Poison(record, headers, headers.get(h.EVENT_ID), message)
-    return Decoded(record, headers, event, event_json)
 
 
 @dataclass
