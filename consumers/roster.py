@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -125,28 +125,26 @@ class RosterApplier:
         # Counted once the runner reports the commit (a rolled-back batch is applied again).
         return BatchResult(rows + dead_rows, len(good) - len(todo), poison + resend)
 
-    async def after_commit(self, engine: AsyncEngine, result: object) -> None:
+    async def after_commit(self, engine: AsyncEngine, result: BatchResult) -> None:
         """Publishes the batch's dead letters, now that their `dead_lettered` status is
         committed (so a batch retried after a failed commit never sends one twice), then clears
         their pending mark. A failure here is transient: the runner retries this step, and a
         crash before it leaves the batch's offsets uncommitted, so the batch is read again and
         the events still marked pending are sent then."""
-        batch = cast("BatchResult", result)
-        dead = batch.dead_letters
+        dead = result.dead_letters
         if not dead:
             return
-        if not batch.sent:
+        if not result.sent:
             await self.dead_letters.send(dead)
-            batch.sent = True
+            result.sent = True
         async with UnitOfWork(engine) as uow:
             await store.dead_letters_sent(uow.connection, [p.event_id for p in dead if p.event_id])
             await uow.commit()
 
-    def committed(self, result: object) -> None:
-        batch = cast("BatchResult", result)
+    def committed(self, result: BatchResult) -> None:
         now = datetime.now(UTC)
-        counts: dict[str, int] = {"skipped": batch.skipped}
-        for row in batch.rows:
+        counts: dict[str, int] = {"skipped": result.skipped}
+        for row in result.rows:
             status = row["status"]
             counts[status] = counts.get(status, 0) + 1
             if status != "dead_lettered":
