@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.auth import AdminOnly
 from service.db.tables import event_log
+from service.deps import EngineDep
 
 router = APIRouter(prefix="/v1", tags=["events"], dependencies=[AdminOnly])
 
@@ -35,8 +35,7 @@ def _iso(value: Any) -> str | None:
     response_model=EventStatus,
     responses={401: {"description": "No valid admin token"}, 404: {"description": "Never seen"}},
 )
-async def get_event(event_id: str, request: Request) -> EventStatus:
-    engine: AsyncEngine = request.app.state.engine
+async def get_event(event_id: str, engine: EngineDep) -> EventStatus:
     async with engine.connect() as connection:
         row = (
             (await connection.execute(select(event_log).where(event_log.c.event_id == event_id)))
