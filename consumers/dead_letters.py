@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 
 from consumers.metrics import DEAD_LETTERED
+from consumers.records import Poison
+from schemas import kafka_headers as h
 from service.kafka.topics import CLEVER_EVENTS_DLQ
-
-if TYPE_CHECKING:
-    from consumers.roster import Poison
-
-ERROR = "dlq-error"
-ORIGIN = "dlq-origin"  # topic/partition/offset the event was read from
-AT = "dlq-at"
 
 
 class DeadLetters(Protocol):
@@ -36,9 +31,9 @@ class KafkaDeadLetters:
             record = item.record
             headers = [(name, value) for name, value in record.headers]
             headers += [
-                (ERROR, item.error.encode()),
-                (ORIGIN, f"{record.topic}/{record.partition}/{record.offset}".encode()),
-                (AT, now),
+                (h.DLQ_ERROR, item.error.encode()),
+                (h.DLQ_ORIGIN, f"{record.topic}/{record.partition}/{record.offset}".encode()),
+                (h.DLQ_AT, now),
             ]
             futures.append(
                 await self.producer.send(

@@ -27,8 +27,6 @@ from service.events import store as events
 from service.kafka.config import producer_options
 from service.kafka.topics import CLEVER_EVENTS, CLEVER_EVENTS_DLQ, Durability, ensure_topics
 
-DLQ_HEADER_PREFIX = "dlq-"
-
 
 @dataclass
 class RedriveReport:
@@ -91,13 +89,13 @@ async def redrive(
         futures = []
         for event_id in to_send:
             key, value, headers = by_id[event_id]
-            kept = [(n, v) for n, v in headers if not n.startswith(DLQ_HEADER_PREFIX)]
+            kept = [(n, v) for n, v in headers if not n.startswith(h.DLQ_PREFIX)]
             futures.append(
                 await producer.send(
                     CLEVER_EVENTS.name,
                     key=key,
                     value=value,
-                    headers=[*kept, ("redriven-at", stamp)],
+                    headers=[*kept, (h.REDRIVEN_AT, stamp)],
                 )
             )
         await asyncio.gather(*futures)

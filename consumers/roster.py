@@ -3,11 +3,11 @@
 Per batch, inside the runner's one transaction:
 1. decode every record (a record that is not a valid Clever event is dead-lettered at once);
 2. skip event ids already settled (redelivery, replay: nothing changes);
-3. lock the batch's districts and the stored rows it touches, plan newest-wins with the pure rules,
-   write the winning rows and their memberships, append their downstream messages to the outbox,
-   re-check the single-school rule for the students the writes can affect (alerts, with their
-   messages), and record every event's outcome.
-Step 3 runs as one set-based savepoint; if it fails for a reason other than a transient database
+3. with the batch's districts locked, apply the rest to the roster (service/roster/apply.py: the
+   stored rows it touches locked, newest-wins planned with the pure rules, the winning rows and
+   their memberships written, their downstream messages appended to the outbox, the single-school
+   rule re-checked for the students the writes can affect), and record every event's outcome.
+The apply runs as one set-based savepoint; if it fails for a reason other than a transient database
 error, each event is retried alone in its own savepoint so one poison event cannot block the rest,
 and an event that still fails goes to the dead-letter topic with its error.
 """
@@ -15,54 +15,26 @@ and an event that still fails goes to the dead-letter topic with its error.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.dead_letters import DeadLetters
 from consumers.metrics import APPLIED, APPLY_LATENCY
+from consumers.records import Decoded, Poison, decode
 from consumers.runner import Record, is_transient
 from schemas import kafka_headers as h
-from schemas.clever import EVENT_ADAPTER, AnyEvent, Section, User
 from service.db.uow import UnitOfWork
 from service.events import store as events
-from service.outbox import store as outbox
 from service.programs import store as programs
-from service.programs.changes import change_of
-from service.programs.check import check_batch
 from service.roster import store
-from service.roster.changes import PUBLISHED_ROLES, record_changes
-from service.roster.records import (
-    record_key,
-    record_row,
-    section_members,
-    user_school_links,
-    version_of,
-)
-from service.roster.rules import Incoming, Outcome, Version, plan_batch
+from service.roster.apply import apply_events
+from service.roster.rules import Outcome
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Decoded:
-    record: Record
-    headers: dict[str, str]
-    event: AnyEvent
-    event_json: str  # as received
-
-
-@dataclass(frozen=True)
-class Poison:
-    record: Record
-    headers: dict[str, str]
-    event_id: str | None
-    error: str
 
 
 def describe(exc: BaseException) -> str:
@@ -71,20 +43,6 @@ def describe(exc: BaseException) -> str:
     cause = getattr(exc, "orig", None) or exc
     first_line = (str(cause).splitlines() or [""])[0]
     return f"{type(cause).__name__}: {first_line[:200]}"
-
-
-def decode(record: Record) -> Decoded | Poison:
-    headers = h.header_map(record.headers)
-    try:
-        event = EVENT_ADAPTER.validate_json(record.value or b"")
-        event_json = (record.value or b"").decode("utf-8")
-    except (ValidationError, UnicodeDecodeError) as exc:
-        message = f"not a valid Clever event: {type(exc).__name__}"
-        if isinstance(exc, ValidationError):
-            first = exc.errors(include_input=False)[0]
-            message += f" at {'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-        return Poison(record, headers, headers.get(h.EVENT_ID), message)
-    return Decoded(record, headers, event, event_json)
 
 
 @dataclass
@@ -156,28 +114,26 @@ class RosterApplier:
         # Counted once the runner reports the commit (a rolled-back batch is applied again).
         return BatchResult(rows + dead_rows, len(good) - len(todo), poison + resend)
 
-    async def after_commit(self, engine: AsyncEngine, result: object) -> None:
+    async def after_commit(self, engine: AsyncEngine, result: BatchResult) -> None:
         """Publishes the batch's dead letters, now that their `dead_lettered` status is
         committed (so a batch retried after a failed commit never sends one twice), then clears
         their pending mark. A failure here is transient: the runner retries this step, and a
         crash before it leaves the batch's offsets uncommitted, so the batch is read again and
         the events still marked pending are sent then."""
-        batch = cast("BatchResult", result)
-        dead = batch.dead_letters
+        dead = result.dead_letters
         if not dead:
             return
-        if not batch.sent:
+        if not result.sent:
             await self.dead_letters.send(dead)
-            batch.sent = True
+            result.sent = True
         async with UnitOfWork(engine) as uow:
             await events.dead_letters_sent(uow.connection, [p.event_id for p in dead if p.event_id])
             await uow.commit()
 
-    def committed(self, result: object) -> None:
-        batch = cast("BatchResult", result)
+    def committed(self, result: BatchResult) -> None:
         now = datetime.now(UTC)
-        counts: dict[str, int] = {"skipped": batch.skipped}
-        for row in batch.rows:
+        counts: dict[str, int] = {"skipped": result.skipped}
+        for row in result.rows:
             status = row["status"]
             counts[status] = counts.get(status, 0) + 1
             if status != "dead_lettered":
@@ -214,77 +170,10 @@ class RosterApplier:
         return rows, failed
 
     async def _apply(self, uow: UnitOfWork, items: Sequence[Decoded]) -> list[dict[str, Any]]:
-        conn = uow.connection
-        if not items:
-            return []
-        ids_by_kind: dict[str, set[str]] = defaultdict(set)
-        for d in items:
-            kind, record_id = record_key(d.event)
-            ids_by_kind[kind].add(record_id)
-        stored = {}
-        for kind, ids in sorted(ids_by_kind.items()):
-            for record_id, version in (await store.stored_versions(conn, kind, list(ids))).items():
-                stored[(kind, record_id)] = version
-
-        plan = plan_batch(
-            stored,
-            [Incoming(d.event.id, record_key(d.event), version_of(d.event), d) for d in items],
-        )
-        rows_by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        members: dict[str, list[tuple[str, str]]] = {}
-        links: dict[str, list[tuple[str, str]]] = {}
-        lacking: dict[str, list[str]] = defaultdict(list)  # published role -> users without it
-        for (kind, record_id), write in plan.writes.items():
-            event = write.payload.event
-            rows_by_kind[kind].append(record_row(event, write.payload.event_json))
-            obj = event.data.object
-            if type(obj) is Section:
-                members[record_id] = section_members(obj)
-            elif type(obj) is User:
-                links[record_id] = user_school_links(obj)
-                if not write.version.delete:
-                    for role in PUBLISHED_ROLES:
-                        if getattr(obj.roles, role) is None:
-                            lacking[role].append(record_id)
-        # The single-school rule, per applied event in order, against the roster as it was.
-        await check_batch(
-            conn,
-            [
-                change
-                for d in items
-                if plan.outcomes.get(d.event.id) is Outcome.APPLIED
-                and (change := change_of(d.event)) is not None
-            ],
-        )
-        # Enrollments are the difference between a section's students before and after.
-        before = await store.section_students(
-            conn, [sid for sid in members if not _deleted(stored.get(("sections", sid)))]
-        )
-        # Users whose write drops a role that publishes downstream (student, teacher).
-        previous_users = await store.users_losing_roles(conn, lacking)
-        messages = [
-            message
-            for (kind, record_id), write in plan.writes.items()
-            for message in record_changes(
-                write.payload.event, before.get(record_id, ()), previous_users.get(record_id)
-            )
-        ]
-        for kind, kind_rows in sorted(rows_by_kind.items()):
-            await store.upsert_records(conn, kind, kind_rows)
-        await store.replace_section_members(conn, members)
-        await store.replace_user_schools(conn, links)
-        await outbox.append(conn, messages)
-
+        """The roster's work (service/roster/apply.py), then each event's outcome row."""
+        outcomes = await apply_events(uow.connection, items)
         now = datetime.now(UTC)
-        return [
-            _outcome_row(d, plan.outcomes[d.event.id], now)
-            for d in items
-            if d.event.id in plan.outcomes
-        ]
-
-
-def _deleted(version: Version | None) -> bool:
-    return version is None or version.delete
+        return [_outcome_row(d, outcomes[d.event.id], now) for d in items if d.event.id in outcomes]
 
 
 def _outcome_row(item: Decoded, outcome: Outcome, now: datetime) -> dict[str, Any]:

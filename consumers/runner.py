@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, KafkaTimeoutError
@@ -27,6 +27,7 @@ from service.kafka.limits import MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+R = TypeVar("R")  # what a handler's `handle` returns, handed back to its later steps
 
 
 class Record(Protocol):
@@ -41,16 +42,16 @@ class Record(Protocol):
     headers: Sequence[tuple[str, bytes]]
 
 
-class BatchHandler(Protocol):
-    async def handle(self, uow: UnitOfWork, records: Sequence[Record]) -> object:
+class BatchHandler(Protocol[R]):
+    async def handle(self, uow: UnitOfWork, records: Sequence[Record]) -> R:
         """Writes the batch's effects through `uow`; never commits. Returns what `committed`
         needs (several batches can be in flight at once)."""
 
-    async def after_commit(self, engine: AsyncEngine, result: object) -> None:
+    async def after_commit(self, engine: AsyncEngine, result: R) -> None:
         """Side effects that must follow the commit (dead letters): called with `handle`'s
         result before the batch's offsets are committed; a transient failure is retried."""
 
-    def committed(self, result: object) -> None:
+    def committed(self, result: R) -> None:
         """Called with `handle`'s result once the batch is done (metrics)."""
 
 
@@ -89,7 +90,7 @@ class Stopping(Exception):
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, runner: ConsumerRunner) -> None:
+    def __init__(self, runner: ConsumerRunner[Any]) -> None:
         self._runner = runner
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -104,12 +105,12 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         )
 
 
-class ConsumerRunner:
+class ConsumerRunner(Generic[R]):
     def __init__(
         self,
         consumer: AIOKafkaConsumer,
         engine: AsyncEngine,
-        handler: BatchHandler,
+        handler: BatchHandler[R],
         *,
         topics: Sequence[str],
         max_batch: int,
@@ -147,7 +148,7 @@ class ConsumerRunner:
         is asked for (the batch's offsets are then left uncommitted, so it is read again later:
         nothing is lost, and settled events are skipped then)."""
 
-        async def transaction() -> object:
+        async def transaction() -> R:
             async with UnitOfWork(self.engine) as uow:
                 result = await self.handler.handle(uow, records)
                 await uow.commit()

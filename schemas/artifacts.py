@@ -130,12 +130,12 @@ def asyncapi() -> dict[str, Any]:
         "title": "A Clever event the consumer could not apply",
         "headers": {
             **inbound_headers,
-            "required": [*inbound_headers["required"], "dlq-error", "dlq-origin", "dlq-at"],
+            "required": [*inbound_headers["required"], h.DLQ_ERROR, h.DLQ_ORIGIN, h.DLQ_AT],
             "properties": {
                 **inbound_headers["properties"],
-                "dlq-error": {"type": "string", "description": "why (no SQL, no values)"},
-                "dlq-origin": {"type": "string", "description": "<topic>/<partition>/<offset>"},
-                "dlq-at": {"type": "string", "format": "date-time"},
+                h.DLQ_ERROR: {"type": "string", "description": "why (no SQL, no values)"},
+                h.DLQ_ORIGIN: {"type": "string", "description": "<topic>/<partition>/<offset>"},
+                h.DLQ_AT: {"type": "string", "format": "date-time"},
             },
         },
         "payload": {"$ref": "#/components/schemas/CleverEvent"},

@@ -1,4 +1,5 @@
-"""Header names on `clever.events.v1` records (values are UTF-8 bytes): wire contract."""
+"""Header names on `clever.events.v1` records and on their dead-letter copies (values are UTF-8
+bytes): wire contract."""
 
 from __future__ import annotations
 
@@ -12,6 +13,15 @@ RECEIVED_AT = "received-at"  # ISO 8601, UTC, when the door received the event
 TRACEPARENT = "traceparent"  # W3C trace context
 
 SOURCES = ("webhook", "poller", "backfill")
+
+# A dead-lettered record (`clever.events.dlq.v1`) keeps the event's own headers and adds these
+# (consumers/dead_letters.py); `roster redrive` drops every header with the prefix and stamps the
+# copy it re-publishes with REDRIVEN_AT (consumers/redrive.py).
+DLQ_PREFIX = "dlq-"
+DLQ_ERROR = "dlq-error"  # why (no SQL, no values)
+DLQ_ORIGIN = "dlq-origin"  # topic/partition/offset the event was read from
+DLQ_AT = "dlq-at"  # ISO 8601, UTC, when it was dead-lettered
+REDRIVEN_AT = "redriven-at"  # ISO 8601, UTC, when `roster redrive` re-published it
 
 
 def header_map(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:

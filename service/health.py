@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.migrate import code_revisions, schema_problem
+from service.deps import EngineDep, KafkaDep
 from service.kafka.gateway import KafkaGateway
 from service.metrics import OPEN_ALERT_LABELS, process_registry
 from service.recent import Recent
@@ -79,9 +80,7 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> JSONResponse:
-    gateway: KafkaGateway = request.app.state.kafka
-    engine: AsyncEngine = request.app.state.engine
+async def readyz(request: Request, gateway: KafkaDep, engine: EngineDep) -> JSONResponse:
     recent: Recent[dict[str, str]] = _per_app(
         request.app,
         "readiness",
@@ -145,8 +144,7 @@ class _Families:
 
 
 @router.get("/metrics")
-async def metrics(request: Request) -> Response:
-    engine: AsyncEngine = request.app.state.engine
+async def metrics(request: Request, engine: EngineDep) -> Response:
     open_alerts: OpenAlerts = _per_app(request.app, "open_alerts", lambda: OpenAlerts(engine))
     alerts = await open_alerts.family()
     body = generate_latest(process_registry()) + generate_latest(_Families(alerts))

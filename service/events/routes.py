@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.auth import AdminOnly
+from service.deps import EngineDep
 from service.events import store as events
 from service.iso import iso
 
@@ -29,8 +29,7 @@ class EventStatus(BaseModel):
     response_model=EventStatus,
     responses={401: {"description": "No valid admin token"}, 404: {"description": "Never seen"}},
 )
-async def get_event(event_id: str, request: Request) -> EventStatus:
-    engine: AsyncEngine = request.app.state.engine
+async def get_event(event_id: str, engine: EngineDep) -> EventStatus:
     async with engine.connect() as connection:
         row = await events.find(connection, event_id)
     if row is None:

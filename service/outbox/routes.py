@@ -7,12 +7,12 @@ line: the next relay round publishes it, or parks it again with the new error.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.auth import AdminOnly
 from service.db.uow import UnitOfWork
+from service.deps import EngineDep
 from service.outbox import store
 
 router = APIRouter(prefix="/v1/outbox", tags=["outbox"], dependencies=[AdminOnly])
@@ -44,8 +44,7 @@ class Requeued(BaseModel):
     response_model=ParkedList,
     responses={401: {"description": "No valid admin token"}},
 )
-async def list_parked(request: Request, limit: int = 1000) -> ParkedList:
-    engine: AsyncEngine = request.app.state.engine
+async def list_parked(engine: EngineDep, limit: int = 1000) -> ParkedList:
     async with engine.connect() as conn:
         rows = await store.list_parked(conn, max(1, min(limit, 10_000)))
     return ParkedList(
@@ -75,8 +74,7 @@ async def list_parked(request: Request, limit: int = 1000) -> ParkedList:
         404: {"description": "No parked row with this id"},
     },
 )
-async def retry_parked(row_id: int, request: Request) -> Requeued:
-    engine: AsyncEngine = request.app.state.engine
+async def retry_parked(row_id: int, engine: EngineDep) -> Requeued:
     async with UnitOfWork(engine) as uow:
         requeued = await store.requeue(uow.connection, row_id)
         await uow.commit()

@@ -11,7 +11,7 @@ statements.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -120,9 +120,13 @@ async def load_world(
     return World(people, section_states, memberships, deleted_schools, deleted_districts)
 
 
-async def check_batch(conn: AsyncConnection, changes: Sequence[Change]) -> list[Step]:
+async def check_batch(
+    conn: AsyncConnection, changes: Sequence[Change], students_of: Mapping[str, set[str]]
+) -> list[Step]:
     """The rule over a batch's applied events, in order. Call before the batch's roster writes:
-    the world is loaded as it was, then replayed in memory."""
+    the world is loaded as it was, then replayed in memory. `students_of` holds the stored
+    student lists of (at least) every section the changes name, as `section_students` reads
+    them: the roster apply reads them once and diffs enrollments with them too."""
     students: set[str] = set()
     sections: set[str] = set()
     flags: dict[str, set[str]] = {"schools": set(), "districts": set()}
@@ -137,7 +141,7 @@ async def check_batch(conn: AsyncConnection, changes: Sequence[Change]) -> list[
     # Students the batch can reach through what is stored: the sections' current students, and
     # everyone linked to a school, or in a district, whose deletion the batch changes (an update
     # that neither deletes nor restores changes no one's schools, so loads no one).
-    members_of = await section_students(conn, sorted(sections))
+    members_of = {s: students_of[s] for s in sorted(sections) if s in students_of}
     for members in members_of.values():
         students |= members
     for kind in ("schools", "districts"):

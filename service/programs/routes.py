@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.auth import AdminOnly
 from service.db.uow import UnitOfWork
+from service.deps import EngineDep
 from service.iso import iso
 from service.programs import alerts, assignments, store
 
@@ -76,14 +76,9 @@ class AlertWithHistory(AlertOut):
     history: list[AlertEvent]
 
 
-def _engine(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.app.state.engine
-    return engine
-
-
 @router.get("/programs", response_model=list[Program], responses=_AUTH)
-async def list_programs(request: Request) -> list[Program]:
-    async with _engine(request).connect() as conn:
+async def list_programs(engine: EngineDep) -> list[Program]:
+    async with engine.connect() as conn:
         return [Program(**row) for row in await store.catalog_rows(conn)]
 
 
@@ -97,8 +92,8 @@ async def list_programs(request: Request) -> list[Program]:
         400: {"description": "Unknown program"},
     },
 )
-async def create_assignment(body: AssignmentIn, request: Request) -> Any:
-    async with UnitOfWork(_engine(request)) as uow:
+async def create_assignment(body: AssignmentIn, engine: EngineDep) -> Any:
+    async with UnitOfWork(engine) as uow:
         try:
             result = await assignments.add_assignment(
                 uow.connection, body.program, body.scope, body.scope_id
@@ -119,8 +114,8 @@ async def create_assignment(body: AssignmentIn, request: Request) -> Any:
 
 
 @router.get("/program-assignments", response_model=list[AssignmentOut], responses=_AUTH)
-async def get_assignments(request: Request) -> list[AssignmentOut]:
-    async with _engine(request).connect() as conn:
+async def get_assignments(engine: EngineDep) -> list[AssignmentOut]:
+    async with engine.connect() as conn:
         return [AssignmentOut(**a) for a in await assignments.list_assignments(conn)]
 
 
@@ -129,8 +124,8 @@ async def get_assignments(request: Request) -> list[AssignmentOut]:
     status_code=204,
     responses={**_AUTH, 404: {"description": "Unknown assignment"}},
 )
-async def delete_assignment(assignment_id: str, request: Request) -> Response:
-    async with UnitOfWork(_engine(request)) as uow:
+async def delete_assignment(assignment_id: str, engine: EngineDep) -> Response:
+    async with UnitOfWork(engine) as uow:
         decisions = await assignments.remove_assignment(uow.connection, assignment_id)
         if decisions is None:
             raise HTTPException(status_code=404, detail="unknown assignment")
@@ -159,14 +154,14 @@ def _alert(row: Any) -> AlertOut:
 
 @router.get("/alerts", response_model=AlertList, responses=_AUTH)
 async def list_alerts(
-    request: Request,
+    engine: EngineDep,
     status: Literal["open", "acknowledged", "resolved"] | None = None,
     district_id: str | None = None,
     student_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AlertList:
     """Newest first. Filters combine; `limit` bounds the page."""
-    async with _engine(request).connect() as conn:
+    async with engine.connect() as conn:
         rows = await store.list_alerts(
             conn, status=status, district_id=district_id, student_id=student_id, limit=limit
         )
@@ -178,9 +173,9 @@ async def list_alerts(
     response_model=AlertWithHistory,
     responses={**_AUTH, 404: {"description": "Unknown alert"}},
 )
-async def get_alert(alert_id: str, request: Request) -> AlertWithHistory:
+async def get_alert(alert_id: str, engine: EngineDep) -> AlertWithHistory:
     """One alert with its history, oldest first."""
-    async with _engine(request).connect() as conn:
+    async with engine.connect() as conn:
         row = await store.alert(conn, alert_id)
         if row is None:
             raise HTTPException(status_code=404, detail="unknown alert")
@@ -206,8 +201,8 @@ async def get_alert(alert_id: str, request: Request) -> AlertWithHistory:
         409: {"description": "The alert has resolved"},
     },
 )
-async def acknowledge_alert(alert_id: str, request: Request) -> AlertOut:
-    async with UnitOfWork(_engine(request)) as uow:
+async def acknowledge_alert(alert_id: str, engine: EngineDep) -> AlertOut:
+    async with UnitOfWork(engine) as uow:
         try:
             found = await assignments.acknowledge(uow.connection, alert_id)
         except alerts.AlertResolved as exc:
@@ -215,7 +210,7 @@ async def acknowledge_alert(alert_id: str, request: Request) -> AlertOut:
         if found is None:
             raise HTTPException(status_code=404, detail="unknown alert")
         await uow.commit()
-    async with _engine(request).connect() as conn:
+    async with engine.connect() as conn:
         row = await store.alert(conn, alert_id)
     assert row is not None  # acknowledged just now (alerts are never deleted)
     return _alert(row)

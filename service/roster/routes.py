@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.auth import AdminOnly
 from service.db.tables import section_members, sections
+from service.deps import EngineDep
 
 router = APIRouter(prefix="/v1", tags=["roster"], dependencies=[AdminOnly])
 
@@ -32,8 +32,7 @@ class SectionOut(BaseModel):
 
 
 @router.get("/sections/{section_id}", response_model=SectionOut, responses=_UNKNOWN)
-async def get_section(section_id: str, request: Request) -> SectionOut:
-    engine: AsyncEngine = request.app.state.engine
+async def get_section(section_id: str, engine: EngineDep) -> SectionOut:
     async with engine.connect() as conn:
         row = (await conn.execute(select(sections).where(sections.c.id == section_id))).first()
         if row is None:

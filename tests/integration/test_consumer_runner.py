@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -69,7 +70,10 @@ async def _committed(bootstrap: str, topic: str, group: str) -> dict[int, int | 
 
 
 async def _run_until(
-    runner: ConsumerRunner, done: asyncio.Event | None, stop: asyncio.Event, timeout: float = 30.0
+    runner: ConsumerRunner[Any],
+    done: asyncio.Event | None,
+    stop: asyncio.Event,
+    timeout: float = 30.0,
 ) -> None:
     task = asyncio.create_task(runner.run(stop))
     try:
@@ -81,7 +85,7 @@ async def _run_until(
         await task
 
 
-async def _run_until_read(runner: ConsumerRunner, count: int) -> None:
+async def _run_until_read(runner: ConsumerRunner[Any], count: int) -> None:
     """Runs the loop until it has applied `count` records."""
     done = asyncio.Event()
 

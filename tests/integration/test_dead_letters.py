@@ -6,6 +6,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -65,7 +66,7 @@ async def test_a_failed_dead_letter_send_is_retried_after_the_commit_and_sent_on
     dlq = TopicSpec(f"test.dlq.{uuid.uuid4().hex[:8]}", 1)
     ids = {fine["id"], garbage}
 
-    Until = Callable[[ConsumerRunner, "asyncio.Task[None]"], Awaitable[bool]]
+    Until = Callable[[ConsumerRunner[Any], "asyncio.Task[None]"], Awaitable[bool]]
 
     async def consume(group: str, until: Until) -> None:
         consumer = AIOKafkaConsumer(**consumer_options(services.kafka_bootstrap, group))
@@ -87,7 +88,7 @@ async def test_a_failed_dead_letter_send_is_retried_after_the_commit_and_sent_on
             await task
             await consumer.stop()
 
-    async def retrying(runner: ConsumerRunner, task: asyncio.Task[None]) -> bool:
+    async def retrying(runner: ConsumerRunner[Any], task: asyncio.Task[None]) -> bool:
         assert not task.done(), task  # a failed send must not stop the consumer
         rows = await _log_rows(engine, ids)
         failed = any("after-commit step failed" in r.getMessage() for r in caplog.records)
@@ -97,7 +98,7 @@ async def test_a_failed_dead_letter_send_is_retried_after_the_commit_and_sent_on
             return True
         return False
 
-    async def sent(runner: ConsumerRunner, task: asyncio.Task[None]) -> bool:
+    async def sent(runner: ConsumerRunner[Any], task: asyncio.Task[None]) -> bool:
         assert not task.done(), task
         return (await _log_rows(engine, {garbage}))[garbage] == ("dead_lettered", False)
 
@@ -110,7 +111,7 @@ async def test_a_failed_dead_letter_send_is_retried_after_the_commit_and_sent_on
         ]
         total = await topic_size(services)
 
-        async def replayed(runner: ConsumerRunner, task: asyncio.Task[None]) -> bool:
+        async def replayed(runner: ConsumerRunner[Any], task: asyncio.Task[None]) -> bool:
             assert not task.done(), task
             return runner.records >= total
 

@@ -115,7 +115,7 @@ async def test_committed_changes_reach_the_topic_once_in_order_and_replays_add_n
     # A replay of the whole inbound topic by a fresh group: no new outbox row, no new message.
     total = await topic_size(services)
 
-    async def read_all(runner: ConsumerRunner) -> bool:
+    async def read_all(runner: ConsumerRunner[Any]) -> bool:
         return runner.records >= total
 
     async with running_relay(services, engine):

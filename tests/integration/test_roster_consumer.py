@@ -137,7 +137,7 @@ async def test_webhook_to_roster_end_to_end_then_redelivery_and_replay_change_no
     # Redelivery through another door: the same events again, read by the same group.
     await publish_raw(services, district.events, "backfill")
 
-    async def read_them(runner: ConsumerRunner) -> bool:
+    async def read_them(runner: ConsumerRunner[Any]) -> bool:
         return runner.records >= len(district.events)
 
     await run_consumer(services, engine, group, read_them)
@@ -146,7 +146,7 @@ async def test_webhook_to_roster_end_to_end_then_redelivery_and_replay_change_no
     # Replay of the whole topic from offset 0 by a fresh group.
     total = await topic_size(services)
 
-    async def read_all(runner: ConsumerRunner) -> bool:
+    async def read_all(runner: ConsumerRunner[Any]) -> bool:
         return runner.records >= total
 
     await run_consumer(services, engine, f"replay-{uuid.uuid4().hex[:8]}", read_all)
@@ -296,7 +296,7 @@ async def test_redrive_after_the_cause_is_fixed(services: Services, engine: Asyn
     # Nothing is re-driven twice.
     assert "roster redrive: 0 re-published" in await asyncio.to_thread(run_cli)
 
-    async def applied(_: ConsumerRunner) -> bool:
+    async def applied(_: ConsumerRunner[Any]) -> bool:
         async with engine.connect() as conn:
             return (
                 await conn.scalar(

@@ -32,7 +32,7 @@ from tests.support.webhook import encode
 @asynccontextmanager
 async def running_consumer(
     services: Services, engine: AsyncEngine, group: str, max_batch: int = 200
-) -> AsyncIterator[tuple[ConsumerRunner, asyncio.Task[None]]]:
+) -> AsyncIterator[tuple[ConsumerRunner[Any], asyncio.Task[None]]]:
     """The real consumer loop (group `group`) in the background, stopped on exit."""
     await ensure_topics(services.kafka_bootstrap)
     consumer = AIOKafkaConsumer(**consumer_options(services.kafka_bootstrap, group))
@@ -61,10 +61,10 @@ async def run_consumer(
     services: Services,
     engine: AsyncEngine,
     group: str,
-    done: Callable[[ConsumerRunner], Awaitable[bool]],
+    done: Callable[[ConsumerRunner[Any]], Awaitable[bool]],
     timeout: float = 90.0,
     max_batch: int = 200,
-) -> ConsumerRunner:
+) -> ConsumerRunner[Any]:
     """Runs the real consumer loop (group `group`) until `done` says so."""
     async with running_consumer(services, engine, group, max_batch) as (runner, task):
         async with asyncio.timeout(timeout):
@@ -74,8 +74,8 @@ async def run_consumer(
     return runner
 
 
-def settled(engine: AsyncEngine, ids: set[str]) -> Callable[[ConsumerRunner], Awaitable[bool]]:
-    async def check(_: ConsumerRunner) -> bool:
+def settled(engine: AsyncEngine, ids: set[str]) -> Callable[[ConsumerRunner[Any]], Awaitable[bool]]:
+    async def check(_: ConsumerRunner[Any]) -> bool:
         return await settled_count(engine, ids) == len(ids)
 
     return check
