@@ -3,7 +3,7 @@
 Per batch, inside the runner's one transaction:
 1. decode every record (a record that is not a valid Clever event is dead-lettered at once);
 2. skip event ids already settled (redelivery, replay: nothing changes);
-3. with the batch's districts locked, apply the rest to the roster (service/roster/apply.py: the
+3. with the batch's districts locked, apply the rest to the roster (service/sync/apply.py: the
    stored rows it touches locked, newest-wins planned with the pure rules, the winning rows and
    their memberships written, their downstream messages appended to the outbox, the single-school
    rule re-checked for the students the writes can affect), and record every event's outcome.
@@ -31,8 +31,8 @@ from service.db.uow import UnitOfWork
 from service.events import store as events
 from service.programs import store as programs
 from service.roster import store
-from service.roster.apply import apply_events
 from service.roster.rules import Outcome
+from service.sync.apply import apply_events
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class RosterApplier:
         return rows, failed
 
     async def _apply(self, uow: UnitOfWork, items: Sequence[Decoded]) -> list[dict[str, Any]]:
-        """The roster's work (service/roster/apply.py), then each event's outcome row."""
+        """The roster's work (service/sync/apply.py), then each event's outcome row."""
         outcomes = await apply_events(uow.connection, items)
         now = datetime.now(UTC)
         return [_outcome_row(d, outcomes[d.event.id], now) for d in items if d.event.id in outcomes]
