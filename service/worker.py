@@ -5,7 +5,6 @@ within a bound."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Awaitable
@@ -13,6 +12,7 @@ from collections.abc import Awaitable
 from prometheus_client import start_http_server
 
 from service.kafka.topics import Durability, ensure_topics
+from service.retry import retrying
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +31,17 @@ async def wait_for_topics(
     durability: Durability = Durability(),  # noqa: B008 (frozen: one shared default is safe)
 ) -> bool:
     """Creates the topics once Kafka answers, retrying with backoff; False if stopped first."""
-    delay = 0.2
-    while not stop.is_set():
-        try:
-            await ensure_topics(bootstrap, durability=durability)
-            return True
-        except Exception as exc:
-            log.warning("Kafka not reachable yet; retrying", extra={"error": repr(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            delay = min(delay * 2, 5.0)
-    return False
+
+    async def attempt() -> bool:
+        if stop.is_set():
+            return False
+        await ensure_topics(bootstrap, durability=durability)
+        return True
+
+    def failed(exc: Exception, _wait: float) -> None:
+        log.warning("Kafka not reachable yet; retrying", extra={"error": repr(exc)})
+
+    return await retrying(attempt, first=0.2, most=5.0, on_retry=failed, stop=stop)
 
 
 def serve_metrics(port: int, host: str, what: str) -> None:
