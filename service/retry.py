@@ -56,6 +56,11 @@ async def retrying(
 ) -> T:
     """Awaits `step()` until it returns, retrying the failures `retry_if` accepts (see above)."""
 
+    async def attempt() -> T:
+        # tenacity awaits only a coroutine function's result: `step` may be a plain callable
+        # returning an awaitable (a lambda), which tenacity would call and never await.
+        return await step()
+
     async def before_wait(state: RetryCallState) -> None:
         pending = on_retry(_failure(state), state.upcoming_sleep)
         if pending is not None:
@@ -75,4 +80,4 @@ async def retrying(
         retry=retry_if_exception(lambda exc: isinstance(exc, Exception) and retry_if(exc)),
         before_sleep=before_wait,
     )
-    return await attempts(step)
+    return await attempts(attempt)

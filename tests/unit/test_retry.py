@@ -108,3 +108,17 @@ async def test_cancellation_is_never_retried() -> None:
 
     with pytest.raises(asyncio.CancelledError):
         await retrying(step, first=0.001, most=0.001, on_retry=lambda *_: None)
+
+
+async def test_a_step_that_only_returns_an_awaitable_is_awaited() -> None:
+    """As the runner passes its after-commit step: a lambda returning a coroutine."""
+    done: list[str] = []
+
+    async def after_commit(what: str) -> str:
+        done.append(what)
+        return what
+
+    got = await retrying(
+        lambda: after_commit("dead letters"), first=0.001, most=0.001, on_retry=lambda *_: None
+    )
+    assert got == "dead letters" and done == ["dead letters"]
