@@ -25,11 +25,11 @@ from aiokafka import AIOKafkaProducer
 
 from bench.loadgen import paced
 from bench.procstat import cpu_ticks, loop_seconds, steal_share, tree_cpu_seconds
+from devstack.kafka import free_port
+from devstack.process import ManagedProcess, wait_for
 from service.db.migrate import upgrade
 from service.kafka.config import producer_options
 from service.kafka.topics import CLEVER_EVENTS, ensure_topics
-from service.local.kafka import free_port
-from service.local.process import ManagedProcess, wait_for
 from service.paths import project_root
 from tests.support.factory import Factory, page
 from tests.support.services import session_services

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from consumers.metrics import BATCH_SIZE, LAG
 from service.db.uow import UnitOfWork
 from service.kafka.limits import MAX_RECORD_BYTES
+from service.retry import retrying
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -166,22 +167,22 @@ class ConsumerRunner(Generic[R]):
     async def _retrying(
         self, step: Callable[[], Awaitable[T]], stop: asyncio.Event, what: str, records: int
     ) -> T:
-        delay = 0.1
-        while True:
-            try:
-                return await step()
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                if stop.is_set():
-                    raise Stopping from exc
-                log.warning(
-                    f"{what}; retrying",
-                    extra={"error": type(exc).__name__, "records": records, "retry_in_s": delay},
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=delay)  # a stop ends the wait
-                delay = min(delay * 2, self.max_retry_delay)
+        def failed(exc: Exception, wait: float) -> None:
+            if stop.is_set():
+                raise Stopping from exc
+            log.warning(
+                f"{what}; retrying",
+                extra={"error": type(exc).__name__, "records": records, "retry_in_s": wait},
+            )
+
+        return await retrying(
+            step,
+            first=0.1,
+            most=self.max_retry_delay,
+            on_retry=failed,
+            retry_if=is_transient,
+            stop=stop,  # a stop ends the wait; the step is tried once more
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetches and applies batches until `stop`. Up to `concurrency` batches are in flight

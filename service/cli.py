@@ -51,7 +51,9 @@ def dev() -> None:
 
 
 def _dev_code() -> int:
-    from service.stack import run_dev_stack
+    # Imported here only: the dev package (and the embedded database it needs) is a dev extra,
+    # absent from a production image, and no other command may depend on it.
+    from devstack.stack import run_dev_stack
 
     return run_dev_stack(_settings())
 

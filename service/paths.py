@@ -1,8 +1,7 @@
-"""Where the project keeps its local state (`.local/`: broker jars and data, database files)."""
+"""Where the checkout is: its migrations, its schemas, and the dev stack's `.local/`."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
@@ -13,9 +12,3 @@ def project_root() -> Path:
         if (candidate / "pyproject.toml").is_file() and (candidate / "service").is_dir():
             return candidate
     return Path.cwd()
-
-
-def local_home() -> Path:
-    """`ROSTER_HOME`, or `.local/` in the checkout: ignored by git, survives restarts."""
-    configured = os.environ.get("ROSTER_HOME")
-    return Path(configured).resolve() if configured else project_root() / ".local"

@@ -1,18 +1,25 @@
-"""What every background process (`roster consume`, `roster relay`) does before its loop: stop on
-SIGTERM or SIGINT, wait for Kafka and its topics, serve its own /metrics, and close what it opened
-within a bound."""
+"""The one start-up of every background process (`roster consume`, `roster relay`): stop on SIGTERM
+or SIGINT, wait for Kafka and its topics, serve its own /metrics, open the engine and a producer,
+run the process's loop, and close what it opened within a bound (`run_worker`)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+from aiokafka import AIOKafkaProducer
 from prometheus_client import start_http_server
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.db.engine import database_url, make_engine
+from service.kafka.config import bootstrap_servers, producer_options, topic_durability
 from service.kafka.topics import Durability, ensure_topics
+from service.retry import retrying
+from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +38,17 @@ async def wait_for_topics(
     durability: Durability = Durability(),  # noqa: B008 (frozen: one shared default is safe)
 ) -> bool:
     """Creates the topics once Kafka answers, retrying with backoff; False if stopped first."""
-    delay = 0.2
-    while not stop.is_set():
-        try:
-            await ensure_topics(bootstrap, durability=durability)
-            return True
-        except Exception as exc:
-            log.warning("Kafka not reachable yet; retrying", extra={"error": repr(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            delay = min(delay * 2, 5.0)
-    return False
+
+    async def attempt() -> bool:
+        if stop.is_set():
+            return False
+        await ensure_topics(bootstrap, durability=durability)
+        return True
+
+    def failed(exc: Exception, _wait: float) -> None:
+        log.warning("Kafka not reachable yet; retrying", extra={"error": repr(exc)})
+
+    return await retrying(attempt, first=0.2, most=5.0, on_retry=failed, stop=stop)
 
 
 def serve_metrics(port: int, host: str, what: str) -> None:
@@ -61,3 +68,49 @@ async def close_all(*closing: Awaitable[object], timeout: float = 10) -> None:
             await asyncio.wait_for(step, timeout=timeout)
         except Exception as exc:
             log.warning("shutdown step did not finish", extra={"error": type(exc).__name__})
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What `run_worker` opened for a process, once Kafka and its topics are there."""
+
+    bootstrap: str
+    engine: AsyncEngine
+    producer: AIOKafkaProducer  # started by `run_worker` before `Worker.run`
+    producer_options: dict[str, Any]  # what it was made with (the relay renews it)
+
+
+class Worker(Protocol):
+    """A background process's own part, built from what `run_worker` opened."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Starts what else it needs, then loops until `stop` is set."""
+
+    def closing(self) -> Sequence[Awaitable[object]]:
+        """Stops its Kafka clients, its producer among them, in order (the engine follows)."""
+
+
+async def run_worker(
+    settings: Settings,
+    what: str,
+    *,
+    metrics_port: int,
+    pool_size: int,
+    build: Callable[[Opened], Worker],
+) -> None:
+    """Runs one background process from start-up to an orderly stop (a stop before Kafka's topics
+    are there ends it at once, having opened nothing)."""
+    stop = stop_on_signals()
+    bootstrap = bootstrap_servers(settings)
+    if not await wait_for_topics(bootstrap, stop, topic_durability(settings)):
+        return
+    serve_metrics(metrics_port, settings.http_host, what)
+    engine = make_engine(database_url(settings), pool_size=pool_size)
+    options = producer_options(bootstrap)
+    producer = AIOKafkaProducer(**options)
+    worker = build(Opened(bootstrap, engine, producer, options))
+    try:
+        await producer.start()
+        await worker.run(stop)
+    finally:
+        await close_all(*worker.closing(), engine.dispose())

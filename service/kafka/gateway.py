@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from service.kafka.config import producer_options
 from service.kafka.topics import ALL_TOPICS, Durability, TopicSpec, ensure_topics
+from service.retry import retrying
 
 log = logging.getLogger(__name__)
 
@@ -41,25 +42,33 @@ class KafkaGateway:
         self._task = asyncio.create_task(self._connect(), name="kafka-connect")
 
     async def _connect(self) -> None:
-        delay = 0.2
-        while True:
+        producer: AIOKafkaProducer | None = None
+
+        async def attempt() -> AIOKafkaProducer:
+            nonlocal producer
+            producer = None  # one that cannot even be built is not retried (retry_if below)
             producer = AIOKafkaProducer(**producer_options(self.bootstrap_servers))
-            try:
-                await ensure_topics(self.bootstrap_servers, self._topics, self._durability)
-                await producer.start()
-            except Exception as exc:
-                await producer.stop()
-                log.warning(
-                    "Kafka not reachable yet; retrying",
-                    extra={"error": repr(exc), "retry_in_s": delay},
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            self._producer = producer
-            self.connected.set()
-            log.info("Kafka producer connected", extra={"bootstrap": self.bootstrap_servers})
-            return
+            await ensure_topics(self.bootstrap_servers, self._topics, self._durability)
+            await producer.start()
+            return producer
+
+        async def failed(exc: Exception, wait: float) -> None:
+            assert producer is not None
+            await producer.stop()
+            log.warning(
+                "Kafka not reachable yet; retrying",
+                extra={"error": repr(exc), "retry_in_s": wait},
+            )
+
+        self._producer = await retrying(
+            attempt,
+            first=0.2,
+            most=5.0,
+            on_retry=failed,
+            retry_if=lambda _exc: producer is not None,
+        )
+        self.connected.set()
+        log.info("Kafka producer connected", extra={"bootstrap": self.bootstrap_servers})
 
     async def probe(self, timeout: float = 2.0) -> str | None:
         """None when Kafka answers a metadata request in time, else why not."""

@@ -2,40 +2,44 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Sequence
 
-from aiokafka import AIOKafkaProducer
-
-from service.db.engine import database_url, make_engine
-from service.kafka.config import bootstrap_servers, producer_options, topic_durability
 from service.outbox.relay import Relay
 from service.settings import Settings
-from service.worker import close_all, serve_metrics, stop_on_signals, wait_for_topics
+from service.worker import Opened, run_worker
 
 log = logging.getLogger(__name__)
 
 
-async def run_relay(settings: Settings) -> None:
-    stop = stop_on_signals()
-    bootstrap = bootstrap_servers(settings)
-    if not await wait_for_topics(bootstrap, stop, topic_durability(settings)):
-        return
-    serve_metrics(settings.relay_metrics_port, settings.http_host, "relay")
-    engine = make_engine(database_url(settings), pool_size=2)
-    options = producer_options(bootstrap)
-    producer = AIOKafkaProducer(**options)
-    relay = Relay(
-        engine,
-        producer,
-        batch=settings.relay_batch,
-        poll_seconds=settings.relay_poll_seconds,
-        publish_timeout=settings.publish_timeout_seconds,
-        retention_seconds=settings.outbox_retention_seconds,
-        producer_options=options,
-    )
-    try:
-        await producer.start()
+class _Relaying:
+    """The outbox relay, starting on the producer opened for it (it renews it after a refusal)."""
+
+    def __init__(self, settings: Settings, opened: Opened) -> None:
+        self.relay = Relay(
+            opened.engine,
+            opened.producer,
+            batch=settings.relay_batch,
+            poll_seconds=settings.relay_poll_seconds,
+            publish_timeout=settings.publish_timeout_seconds,
+            retention_seconds=settings.outbox_retention_seconds,
+            producer_options=opened.producer_options,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
         log.info("relay started")
-        await relay.run(stop)
-    finally:
-        await close_all(relay.producer.stop(), engine.dispose())
+        await self.relay.run(stop)
+
+    def closing(self) -> Sequence[Awaitable[object]]:
+        return (self.relay.producer.stop(),)  # the relay's current one: it may have renewed it
+
+
+async def run_relay(settings: Settings) -> None:
+    await run_worker(
+        settings,
+        "relay",
+        metrics_port=settings.relay_metrics_port,
+        pool_size=2,
+        build=lambda opened: _Relaying(settings, opened),
+    )

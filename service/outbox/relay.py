@@ -55,6 +55,7 @@ from service import failpoints
 from service.db.uow import UnitOfWork
 from service.outbox import store
 from service.outbox.metrics import BACKLOG, PARKED, PARKED_TOTAL, PRUNED, RELAY_LATENCY, RELAYED
+from service.retry import retrying
 
 log = logging.getLogger(__name__)
 
@@ -222,30 +223,36 @@ class Relay:
         self.producer, self._renewing = fresh, False
 
     async def run(self, stop: asyncio.Event) -> None:
-        delay = 0.1
         next_housekeeping = 0.0
+
+        async def one_round() -> int | None:
+            nonlocal next_housekeeping
+            if stop.is_set():
+                return None  # stopped while a failed round waited
+            await self._ensure_listener()
+            self._wake.clear()  # a NOTIFY from here on triggers another round
+            published = await self.relay_once()
+            if time.monotonic() >= next_housekeeping:
+                await self.housekeeping()
+                next_housekeeping = time.monotonic() + self.housekeeping_seconds
+            return published
+
+        async def failed(exc: Exception, wait: float) -> None:
+            log.warning(
+                "relay round failed; retrying",
+                extra={
+                    "error": type(exc).__name__,
+                    "detail": str(exc)[:200],
+                    "retry_in_s": wait,
+                },
+            )
+            await self._drop_listener()
+
         while not stop.is_set():
-            try:
-                await self._ensure_listener()
-                self._wake.clear()  # a NOTIFY from here on triggers another round
-                published = await self.relay_once()
-                if time.monotonic() >= next_housekeeping:
-                    await self.housekeeping()
-                    next_housekeeping = time.monotonic() + self.housekeeping_seconds
-                delay = 0.1
-            except Exception as exc:
-                log.warning(
-                    "relay round failed; retrying",
-                    extra={
-                        "error": type(exc).__name__,
-                        "detail": str(exc)[:200],
-                        "retry_in_s": delay,
-                    },
-                )
-                await self._drop_listener()
-                await _wait(stop, delay)
-                delay = min(delay * 2, 10.0)
-                continue
+            # The backoff starts again from its first wait after every round that succeeded.
+            published = await retrying(one_round, first=0.1, most=10.0, on_retry=failed, stop=stop)
+            if published is None:
+                break
             if published < self.batch:
                 await _wait_any(stop, self._wake, self.poll_seconds)
         await self._drop_listener()
@@ -319,11 +326,6 @@ def _suspect(future: asyncio.Future[Any]) -> bool:
     if not future.cancelled() and isinstance(future.exception(), OutOfOrderSequenceNumber):
         return True
     return _refused(future)
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
 async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:

@@ -13,10 +13,10 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devstack.kafka import free_port
 from service.app import create_app
 from service.db.engine import make_engine
 from service.db.migrate import upgrade
-from service.local.kafka import free_port
 from service.settings import Settings
 from tests.support.services import Services, session_services
 from tests.support.webhook import ADMIN_TOKEN, OLD_SECRET, SECRET

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
+from devstack.kafka import free_port
 from service.kafka.topics import CLEVER_EVENTS
-from service.local.kafka import free_port
 from tests.support.factory import Factory
 from tests.support.pipeline import roster_process
 from tests.support.services import Services

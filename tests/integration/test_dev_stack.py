@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from service.local.kafka import free_port
+from devstack.kafka import free_port
 from service.paths import project_root
 
 

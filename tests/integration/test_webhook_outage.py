@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devstack.kafka import free_port
 from service.db.tables import event_log
 from service.kafka.topics import CLEVER_EVENTS
-from service.local.kafka import free_port
 from tests.integration.conftest import Api, api_settings, running_api
 from tests.support.factory import Factory, page
 from tests.support.services import Services, start_kafka, stop_kafka

@@ -19,10 +19,10 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from devstack.kafka import LocalKafka, free_port
+from devstack.postgres import LocalPostgres
+from devstack.process import ManagedProcess
 from service.db.engine import normalise_url
-from service.local.kafka import LocalKafka, free_port
-from service.local.postgres import LocalPostgres
-from service.local.process import ManagedProcess
 from service.paths import project_root
 
 

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from service.local import kafka
+from devstack import kafka
 
 
 def test_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.local.process import (
+from devstack.process import (
     ManagedProcess,
     StopRequested,
     ignore_stop_signals,

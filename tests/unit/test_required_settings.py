@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service.local.kafka import free_port
+from devstack.kafka import free_port
 from service.paths import project_root
 
 DB = "ROSTER_DATABASE_URL"

@@ -3,7 +3,7 @@
 Starts what is not configured (embedded PostgreSQL, the local Kafka broker), migrates, then runs the
 API, the consumer and the outbox relay as child processes. Ctrl-C or SIGTERM stops everything in
 reverse order; the children also die with this process if it is killed outright (see
-service/local/process.py).
+devstack/process.py).
 
 The children get every setting they need explicitly (database URL, broker, dev secret and token):
 no process falls back to the local stack by itself, so one started outside `roster dev` without
@@ -17,19 +17,26 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
-from service.local.credentials import load_or_create
-from service.local.kafka import LocalKafka
-from service.local.postgres import LocalPostgres
-from service.local.process import (
+from devstack.credentials import load_or_create
+from devstack.kafka import LocalKafka
+from devstack.postgres import LocalPostgres
+from devstack.process import (
     ManagedProcess,
     StopRequested,
     ignore_stop_signals,
     raise_on_stop_signals,
     wait_for,
 )
-from service.paths import local_home, project_root
+from service.paths import project_root
 from service.settings import Settings
+
+
+def local_home() -> Path:
+    """`ROSTER_HOME`, or `.local/` in the checkout: ignored by git, survives restarts."""
+    configured = os.environ.get("ROSTER_HOME")
+    return Path(configured).resolve() if configured else project_root() / ".local"
 
 
 def _say(line: str) -> None:

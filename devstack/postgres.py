@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from service.local.process import ManagedProcess, wait_for
+from devstack.process import ManagedProcess, wait_for
 
 DATABASE = "roster"
 _SOCKET_NAME = ".s.PGSQL.5432"

@@ -19,7 +19,7 @@ import uuid
 from base64 import urlsafe_b64encode
 from pathlib import Path
 
-from service.local.process import ManagedProcess, wait_for
+from devstack.process import ManagedProcess, wait_for
 from service.paths import project_root
 
 _POM = project_root() / "local" / "kafka" / "pom.xml"
