@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.auth import AdminOnly
 from service.db.tables import users
+from service.deps import EngineDep
 from service.programs import store as programs
 from service.programs.check import load_world
 from service.programs.rules import programs_of
@@ -47,8 +47,7 @@ class Student(BaseModel):
 
 
 @router.get("/students/{student_id}", response_model=Student, responses=_UNKNOWN)
-async def get_student(student_id: str, request: Request) -> Student:
-    engine: AsyncEngine = request.app.state.engine
+async def get_student(student_id: str, engine: EngineDep) -> Student:
     async with engine.connect() as conn:
         row = (await conn.execute(select(users).where(users.c.id == student_id))).first()
         if row is None or "student" not in row.roles:
