@@ -17,12 +17,11 @@ from consumers.dead_letters import KafkaDeadLetters
 from consumers.redrive import redrive
 from consumers.roster import RosterApplier
 from consumers.runner import ConsumerRunner, consumer_options
-from schemas import kafka_headers as h
 from service.db.tables import event_log
 from service.kafka.config import producer_options
 from service.kafka.topics import CLEVER_EVENTS, TopicSpec, ensure_topics
 from tests.support.factory import Factory
-from tests.support.pipeline import publish_raw, running_consumer, topic_size
+from tests.support.pipeline import publish_garbage, publish_raw, running_consumer, topic_size
 from tests.support.services import Services
 from tests.support.topic import read_topic
 
@@ -55,14 +54,9 @@ async def test_a_failed_dead_letter_send_is_retried_after_the_commit_and_sent_on
     fine = factory.event("users.created", district)
     garbage = factory.oid()
     await publish_raw(services, [fine], "poller")
+    await publish_garbage(services, district, garbage)
     producer = AIOKafkaProducer(**producer_options(services.kafka_bootstrap))
-    await producer.start()
-    await producer.send_and_wait(
-        CLEVER_EVENTS.name,
-        key=district.encode(),
-        value=b"{not json",
-        headers=[(h.EVENT_ID, garbage.encode()), (h.SOURCE, b"poller")],
-    )
+    await producer.start()  # the dead-letter producer
     dlq = TopicSpec(f"test.dlq.{uuid.uuid4().hex[:8]}", 1)
     ids = {fine["id"], garbage}
 

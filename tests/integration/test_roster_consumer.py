@@ -12,21 +12,19 @@ from collections import Counter
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.runner import ConsumerRunner
-from schemas import kafka_headers as h
 from service.db.tables import RECORD_TABLES, event_log, section_members
-from service.kafka.config import producer_options
 from service.kafka.topics import CLEVER_EVENTS, CLEVER_EVENTS_DLQ
 from service.paths import project_root
 from tests.integration.conftest import Api
 from tests.support.district import Expected, generate, oracle
 from tests.support.factory import Factory, page
 from tests.support.pipeline import (
+    publish_garbage,
     publish_raw,
     roster_process,
     run_consumer,
@@ -164,15 +162,7 @@ async def test_a_poison_event_is_dead_lettered_and_its_neighbours_applied(
     after = factory.event("sections.created", district)
     await publish_raw(services, [before, poison, after], "poller")
     garbage_id = factory.oid()
-    producer = AIOKafkaProducer(**producer_options(services.kafka_bootstrap))
-    await producer.start()
-    await producer.send_and_wait(
-        CLEVER_EVENTS.name,
-        key=district.encode(),
-        value=b"{not json",
-        headers=[(h.EVENT_ID, garbage_id.encode()), (h.SOURCE, b"poller")],
-    )
-    await producer.stop()
+    await publish_garbage(services, district, garbage_id)
 
     ids = {before["id"], poison["id"], after["id"], garbage_id}
     await run_consumer(services, engine, f"poison-{uuid.uuid4().hex[:8]}", settled(engine, ids))

@@ -115,6 +115,22 @@ async def publish_raw(services: Services, events: list[dict[str, Any]], source: 
         await producer.stop()
 
 
+async def publish_garbage(services: Services, district: str, event_id: str) -> None:
+    """Puts a record on the inbound topic that is no Clever event (not even JSON), with an
+    event id header: what the consumer can only dead-letter."""
+    producer = AIOKafkaProducer(**producer_options(services.kafka_bootstrap))
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            CLEVER_EVENTS.name,
+            key=district.encode(),
+            value=b"{not json",
+            headers=[(h.EVENT_ID, event_id.encode()), (h.SOURCE, b"poller")],
+        )
+    finally:
+        await producer.stop()
+
+
 async def settled_count(engine: AsyncEngine, ids: set[str]) -> int:
     async with engine.connect() as conn:
         count = await conn.scalar(
