@@ -5,6 +5,8 @@ Every loop that waits for a dependency to come back uses it: a worker waiting fo
 consumer's transaction and after-commit steps (consumers/runner.py) and the relay's rounds
 (service/outbox/relay.py). What each of them retries, and what a stop means to it, stays with it:
 here is only the shape they share.
+(The Clever client's calls are retried otherwise, with jitter and a bound, since many pollers
+share one remote API: service/clever/retries.py.)
 
 - The waits are `first` seconds, then twice the previous one, at most `most` (no jitter).
 - Only an `Exception` that `retry_if` accepts is retried; any other failure (cancellation too)

@@ -11,7 +11,7 @@ import base64
 import binascii
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
@@ -28,6 +28,22 @@ def decode_webhook_secret(secret: str) -> bytes:
     if not 24 <= len(key) <= 64:
         raise ValueError(f"a webhook secret must encode 24 to 64 bytes, not {len(key)}")
     return key
+
+
+def parse_district_tokens(text: str) -> tuple[tuple[str, SecretStr], ...]:
+    """Space-separated `<district id>:<token>` entries. Errors name the entry by its position and
+    never repeat its text (a malformed entry may be a bare token)."""
+    pairs: list[tuple[str, SecretStr]] = []
+    seen: set[str] = set()
+    for number, entry in enumerate(text.split(), start=1):
+        district_id, sep, token = entry.partition(":")
+        if not sep or not district_id or not token:
+            raise ValueError(f"entry {number} is not '<district id>:<token>'")
+        if district_id in seen:
+            raise ValueError(f"entry {number} repeats a district id given before it")
+        seen.add(district_id)
+        pairs.append((district_id, SecretStr(token)))
+    return tuple(pairs)
 
 
 class Settings(BaseSettings):
@@ -82,6 +98,25 @@ class Settings(BaseSettings):
     # (`roster dev` sets it for its own API).
     api_docs: bool = False
 
+    # The pull doors (Clever's Data and Events APIs). Tokens come from the app's OAuth token list
+    # (client id and secret) and/or by hand as space-separated "<district id>:<token>".
+    clever_api_url: str = "https://api.clever.com"
+    clever_oauth_url: str = "https://clever.com"
+    clever_client_id: str | None = None
+    # validate_default: the pair is checked even when only the id is given.
+    clever_client_secret: SecretStr | None = Field(None, validate_default=True)
+    clever_district_tokens: Annotated[tuple[tuple[str, SecretStr], ...], NoDecode] = ()
+    poll_interval_seconds: float = Field(30.0, gt=0)
+    backfill_max_archive_share: float = Field(0.05, ge=0, le=1)
+    # Clever's limits: at most 10,000 records a page, 1,200 requests a minute per token.
+    clever_page_limit: int = Field(1000, ge=1, le=10_000)
+    clever_requests_per_minute: int = Field(1100, ge=1, le=1200)
+    clever_timeout_seconds: float = Field(30.0, gt=0)
+    poller_metrics_port: int = Field(9103, ge=0, le=65535)
+    # A dead poller's districts are taken over within poll_lease_seconds * 4/3 (TTL + renewal).
+    poll_lease_seconds: float = Field(15.0, ge=1)
+    poll_max_concurrent_districts: int = Field(8, ge=1)
+
     @field_validator("webhook_secrets", mode="before")
     @classmethod
     def _split_secrets(cls, value: object) -> object:
@@ -101,6 +136,39 @@ class Settings(BaseSettings):
     def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("the admin token must be at least 16 characters")
+        return value
+
+    @field_validator("clever_api_url", "clever_oauth_url")
+    @classmethod
+    def _check_clever_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")) or len(value.rstrip("/")) <= len(
+            "https://"
+        ):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("clever_client_id")
+    @classmethod
+    def _blank_client_id(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @field_validator("clever_client_secret")
+    @classmethod
+    def _check_client_pair(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        has_id = bool(info.data.get("clever_client_id"))
+        has_secret = value is not None and bool(value.get_secret_value())
+        if has_id != has_secret:
+            raise ValueError(
+                "ROSTER_CLEVER_CLIENT_ID and ROSTER_CLEVER_CLIENT_SECRET are set together"
+                " or not at all"
+            )
+        return value if has_secret else None
+
+    @field_validator("clever_district_tokens", mode="before")
+    @classmethod
+    def _split_district_tokens(cls, value: object) -> object:
+        if isinstance(value, str):
+            return parse_district_tokens(value)
         return value
 
     @field_validator("database_url")

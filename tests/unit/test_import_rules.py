@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
         "service.retry",
         "service.recent",
     ),
-    ("service.db", "service.kafka", "service.metrics"),
+    ("service.db", "service.kafka", "service.metrics", "service.clever"),
     ("service.deps",),
     ("service.auth",),
     ("service.events", "service.outbox"),

@@ -84,3 +84,126 @@ def test_cli_fails_fast_with_one_line() -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines == [lines[0]] and lines[0].startswith("roster: invalid setting ROSTER_HTTP_PORT")
+
+
+def test_clever_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "ROSTER_CLEVER_API_URL",
+        "ROSTER_CLEVER_OAUTH_URL",
+        "ROSTER_CLEVER_CLIENT_ID",
+        "ROSTER_CLEVER_CLIENT_SECRET",
+        "ROSTER_CLEVER_DISTRICT_TOKENS",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings()
+    assert settings.clever_api_url == "https://api.clever.com"
+    assert settings.clever_oauth_url == "https://clever.com"
+    assert settings.clever_client_id is None and settings.clever_client_secret is None
+    assert settings.clever_district_tokens == ()
+    assert settings.poll_interval_seconds == 30
+    assert settings.backfill_max_archive_share == 0.05
+    assert settings.clever_page_limit == 1000
+    assert settings.clever_requests_per_minute == 1100
+    assert settings.clever_timeout_seconds == 30
+    assert settings.poller_metrics_port == 9103
+    assert settings.poll_lease_seconds == 15
+    assert settings.poll_max_concurrent_districts == 8
+
+
+def test_district_tokens_are_parsed_and_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROSTER_CLEVER_DISTRICT_TOKENS", "  d1:tok-one\td2:tok:two ")
+    settings = load_settings()
+    pairs = [(d, t.get_secret_value()) for d, t in settings.clever_district_tokens]
+    assert pairs == [("d1", "tok-one"), ("d2", "tok:two")]
+    assert "tok-one" not in repr(settings) and "tok-one" not in str(settings)
+
+
+def test_clever_urls_lose_a_trailing_slash(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROSTER_CLEVER_API_URL", "http://127.0.0.1:9000/")
+    assert load_settings().clever_api_url == "http://127.0.0.1:9000"
+
+
+def test_client_credentials_come_as_a_pair(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROSTER_CLEVER_CLIENT_ID", "app")
+    monkeypatch.setenv("ROSTER_CLEVER_CLIENT_SECRET", "s3cret-value")
+    settings = load_settings()
+    assert settings.clever_client_id == "app"
+    assert settings.clever_client_secret is not None
+    assert settings.clever_client_secret.get_secret_value() == "s3cret-value"
+
+
+@pytest.mark.parametrize(
+    ("env", "name", "fragment", "hidden"),
+    [
+        (
+            {"ROSTER_CLEVER_DISTRICT_TOKENS": "d1:first-ok-tok bare-token-123"},
+            "ROSTER_CLEVER_DISTRICT_TOKENS",
+            "entry 2 is not '<district id>:<token>'",
+            ["bare-token-123", "first-ok-tok"],
+        ),
+        (
+            {"ROSTER_CLEVER_DISTRICT_TOKENS": ":lonely-token-456"},
+            "ROSTER_CLEVER_DISTRICT_TOKENS",
+            "entry 1",
+            ["lonely-token-456"],
+        ),
+        ({"ROSTER_CLEVER_DISTRICT_TOKENS": "d1:"}, "ROSTER_CLEVER_DISTRICT_TOKENS", "entry 1", []),
+        (
+            {"ROSTER_CLEVER_DISTRICT_TOKENS": "d1:first-tok d1:second-tok"},
+            "ROSTER_CLEVER_DISTRICT_TOKENS",
+            "repeats a district id",
+            ["first-tok", "second-tok"],
+        ),
+        ({"ROSTER_CLEVER_CLIENT_ID": "app"}, "ROSTER_CLEVER_CLIENT_SECRET", "set together", []),
+        (
+            {"ROSTER_CLEVER_CLIENT_SECRET": "lone-secret-789"},
+            "ROSTER_CLEVER_CLIENT_SECRET",
+            "set together",
+            ["lone-secret-789"],
+        ),
+        ({"ROSTER_CLEVER_API_URL": "api.clever.com"}, "ROSTER_CLEVER_API_URL", "http", []),
+        ({"ROSTER_CLEVER_OAUTH_URL": "https://"}, "ROSTER_CLEVER_OAUTH_URL", "http", []),
+        ({"ROSTER_POLL_INTERVAL_SECONDS": "0"}, "ROSTER_POLL_INTERVAL_SECONDS", "greater", []),
+        (
+            {"ROSTER_BACKFILL_MAX_ARCHIVE_SHARE": "1.5"},
+            "ROSTER_BACKFILL_MAX_ARCHIVE_SHARE",
+            "1",
+            [],
+        ),
+        ({"ROSTER_CLEVER_PAGE_LIMIT": "10001"}, "ROSTER_CLEVER_PAGE_LIMIT", "10000", []),
+        ({"ROSTER_CLEVER_PAGE_LIMIT": "0"}, "ROSTER_CLEVER_PAGE_LIMIT", "1", []),
+        (
+            {"ROSTER_CLEVER_REQUESTS_PER_MINUTE": "1201"},
+            "ROSTER_CLEVER_REQUESTS_PER_MINUTE",
+            "1200",
+            [],
+        ),
+        ({"ROSTER_CLEVER_TIMEOUT_SECONDS": "-1"}, "ROSTER_CLEVER_TIMEOUT_SECONDS", "greater", []),
+        ({"ROSTER_POLLER_METRICS_PORT": "70000"}, "ROSTER_POLLER_METRICS_PORT", "65535", []),
+        ({"ROSTER_POLL_LEASE_SECONDS": "0.5"}, "ROSTER_POLL_LEASE_SECONDS", "1", []),
+        (
+            {"ROSTER_POLL_MAX_CONCURRENT_DISTRICTS": "0"},
+            "ROSTER_POLL_MAX_CONCURRENT_DISTRICTS",
+            "1",
+            [],
+        ),
+    ],
+)
+def test_invalid_pull_setting_is_one_line_and_hides_tokens(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    name: str,
+    fragment: str,
+    hidden: list[str],
+) -> None:
+    for key in ("ROSTER_CLEVER_CLIENT_ID", "ROSTER_CLEVER_CLIENT_SECRET"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith(f"invalid setting {name}: ") and fragment in message, message
+    assert "\n" not in message
+    for secret in hidden:
+        assert secret not in message
