@@ -219,6 +219,36 @@ alert_history = Table(
     Index("alert_history_alert", "alert_id", "id"),
 )
 
+# The pull doors (migration 0009): per district its token's source, sync state, Events API cursor
+# and lease; and the pollers' heartbeats (service/pull/store.py is their one writer).
+SYNC_STATES = ("backfilling", "polling", "token_invalid", "no_token")
+sync_districts = Table(
+    "sync_districts",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("token_source", Text),
+    Column("sync_state", Text, nullable=False, server_default="no_token"),
+    Column("cursor_event_id", Text),
+    Column("cursor_created_at", DateTime(timezone=True)),
+    Column("last_polled_at", DateTime(timezone=True)),
+    Column("last_drained_at", DateTime(timezone=True)),
+    Column("last_event_at", DateTime(timezone=True)),
+    Column("last_error", Text),
+    Column("lease_owner", Text),
+    Column("lease_expires_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint(
+        "sync_state IN ('backfilling', 'polling', 'token_invalid', 'no_token')",
+        name="sync_districts_state",
+    ),
+)
+pollers = Table(
+    "pollers",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("seen_at", DateTime(timezone=True)),
+)
+
 # Full syncs of a district from Clever's Data API (migration 0010): the request and the run's
 # progress. One running backfill per district (`backfills_one_running`).
 backfills = Table(
