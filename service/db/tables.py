@@ -248,6 +248,7 @@ pollers = Table(
     Column("id", Text, primary_key=True),
     Column("seen_at", DateTime(timezone=True)),
 )
+
 # Full syncs of a district from Clever's Data API (migration 0010): the request and the run's
 # progress. One running backfill per district (`backfills_one_running`).
 backfills = Table(

@@ -20,11 +20,12 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import RowMapping, func, select, update
+from sqlalchemy import RowMapping, any_, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.db.tables import backfills
+from service.db.bulk import ids_param
+from service.db.tables import RECORD_TABLES, backfills
 
 STATUSES = ("running", "succeeded", "failed", "guarded")
 REASONS = ("api", "cli", "first_contact", "cursor_refused")
@@ -250,3 +251,42 @@ def as_json(row: RowMapping) -> dict[str, Any]:
         "archived": row["archived"],
         "error": row["error"],
     }
+
+
+# --- the roster's side of the archive step (reads only) -----------------------------------------
+
+
+async def live_ids(
+    conn: AsyncConnection, kind: str, district_id: str, written_before: datetime
+) -> set[str]:
+    """Ids of the district's live (not deleted) records of `kind` last written before
+    `written_before` (a record an event wrote during the run is not the run's to archive)."""
+    table = RECORD_TABLES[kind]
+    result = await conn.execute(
+        select(table.c.id).where(
+            table.c.district_id == district_id,
+            table.c.deleted.is_(False),
+            table.c.updated_at < written_before,
+        )
+    )
+    return set(result.scalars())
+
+
+async def live_count(conn: AsyncConnection, kind: str, district_id: str) -> int:
+    """The district's live records of `kind` (the guard's denominator)."""
+    table = RECORD_TABLES[kind]
+    result = await conn.scalar(
+        select(func.count())
+        .select_from(table)
+        .where(table.c.district_id == district_id, table.c.deleted.is_(False))
+    )
+    return int(result or 0)
+
+
+async def stored_objects(conn: AsyncConnection, kind: str, ids: list[str]) -> list[dict[str, Any]]:
+    """The objects the roster holds for these records (what their `*.deleted` events carry)."""
+    table = RECORD_TABLES[kind]
+    result = await conn.execute(
+        select(table.c.data).where(table.c.id == any_(ids_param(ids))).order_by(table.c.id)
+    )
+    return [dict(data) for data in result.scalars()]

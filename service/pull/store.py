@@ -294,3 +294,90 @@ async def list_districts(conn: AsyncConnection) -> list[SyncDistrict]:
     """Every district the service knows, by id, with the roster's name for it."""
     rows = (await conn.execute(_LIST)).mappings().all()
     return [_row(row) for row in rows]
+
+
+# --- a backfill's district writes, and one district's lease (service/pull/backfill.py, and
+# `roster backfill` when no poller holds the district) ------------------------------------------
+
+_BACKFILLED = """
+    UPDATE sync_districts SET cursor_event_id = :event_id, cursor_created_at = :created,
+        last_error = NULL, sync_state = 'polling', updated_at = now()
+    WHERE id = :id {fence}
+    RETURNING id
+"""
+_BACKFILLED_FENCED = text(_BACKFILLED.format(fence="AND lease_owner = :me"))
+_BACKFILLED_ANY = text(_BACKFILLED.format(fence=""))
+_ENSURE = text(
+    """
+    INSERT INTO sync_districts AS d (id, token_source, sync_state)
+    VALUES (:id, :source, :state)
+    ON CONFLICT (id) DO UPDATE SET sync_state = EXCLUDED.sync_state,
+        token_source = COALESCE(d.token_source, EXCLUDED.token_source), updated_at = now()
+    """
+)
+# Takes the district's lease if it is free or expired, or renews it if `me` holds it; a row is
+# made for a district this table does not know yet (its token given to this process only).
+_HOLD = text(
+    """
+    INSERT INTO sync_districts AS d (id, token_source, sync_state, lease_owner, lease_expires_at)
+    VALUES (:id, :source, 'backfilling', :me, now() + make_interval(secs => :ttl))
+    ON CONFLICT (id) DO UPDATE SET lease_owner = :me,
+        lease_expires_at = now() + make_interval(secs => :ttl),
+        token_source = COALESCE(d.token_source, EXCLUDED.token_source)
+    WHERE d.lease_owner IS NULL OR d.lease_expires_at <= now() OR d.lease_owner = :me
+    RETURNING id
+    """
+)
+_LET_GO = text(
+    """
+    UPDATE sync_districts SET lease_owner = NULL, lease_expires_at = NULL
+    WHERE id = :id AND lease_owner = :me
+    """
+)
+_HELD = text("SELECT lease_owner FROM sync_districts WHERE id = :id AND lease_expires_at > now()")
+
+
+async def backfilled(
+    conn: AsyncConnection,
+    me: str | None,
+    district_id: str,
+    event_id: str | None,
+    created: datetime | None,
+) -> bool:
+    """A backfill ended: the cursor is the event id it read before its lists (None: the feed
+    was empty, so polling starts from its beginning), the state `polling`. Fenced on `me`'s
+    lease when `me` is given; False if `me` no longer holds it (nothing written)."""
+    params = {"id": district_id, "me": me, "event_id": event_id, "created": created}
+    if me is None:
+        await ensure_district(conn, district_id, "polling")
+        return (await conn.execute(_BACKFILLED_ANY, params)).first() is not None
+    return (await conn.execute(_BACKFILLED_FENCED, params)).first() is not None
+
+
+async def ensure_district(
+    conn: AsyncConnection, district_id: str, state: str, token_source: str | None = None
+) -> None:
+    """The district's row exists, in `state` (unfenced: for a run that holds no lease)."""
+    if state not in SYNC_STATES:
+        raise ValueError(f"unknown sync state {state!r}")
+    await conn.execute(_ENSURE, {"id": district_id, "state": state, "source": token_source})
+
+
+async def hold_lease(
+    conn: AsyncConnection, me: str, district_id: str, ttl: float, token_source: str | None
+) -> bool:
+    """Takes (free or expired) or renews `me`'s lease of one district for `ttl` seconds; False
+    if another holder's lease is current."""
+    params = {"id": district_id, "me": me, "ttl": ttl, "source": token_source}
+    return (await conn.execute(_HOLD, params)).first() is not None
+
+
+async def let_go(conn: AsyncConnection, me: str, district_id: str) -> None:
+    """Gives up `me`'s lease of one district."""
+    await conn.execute(_LET_GO, {"id": district_id, "me": me})
+
+
+async def lease_holder(conn: AsyncConnection, district_id: str) -> str | None:
+    """Who holds the district's lease now (None: nobody, or it expired)."""
+    result: str | None = await conn.scalar(_HELD, {"id": district_id})
+    return result

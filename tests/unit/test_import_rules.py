@@ -33,7 +33,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("service.roster",),
     ("service.programs",),
     ("service.sync", "service.students", "service.webhooks"),
-    ("service.pull",),  # the pull doors publish through the webhook door's ingest
+    # The pull doors publish through the webhook door's ingest, so they sit just above it.
+    ("service.pull",),
     # Processes and their wiring: each may import any layer below, none imports another.
     ("service.health", "service.worker"),
     ("service.app", "consumers", "service.outbox.main", "service.pull.main"),
