@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 
 from service.clever import CleverClient, Tokens, new_http_client
 from service.db.driver_pool import DriverPool, driver_dsn
 from service.db.engine import database_url
 from service.kafka.gateway import KafkaGateway
+from service.pull.backfill import run_backfill
 from service.pull.metrics import PollerObserver
 from service.pull.poller import Poller, RunBackfill, new_poller_id
 from service.settings import Settings
@@ -23,10 +24,19 @@ log = logging.getLogger(__name__)
 def backfill_runner(
     settings: Settings, opened: Opened, client: CleverClient, ingestor: Ingestor, runner: str
 ) -> RunBackfill:
-    """How this poller runs a backfill (service/pull/backfill.py)."""
+    """How this poller runs a backfill: as its runner, fenced on its own lease."""
 
-    async def run(backfill_id: str, held: Callable[[], bool]) -> str:
-        raise NotImplementedError("the backfill is not wired in yet")
+    async def run(backfill_id: str) -> str:
+        result = await run_backfill(
+            backfill_id,
+            engine=opened.engine,
+            client=client,
+            ingestor=ingestor,
+            settings=settings,
+            runner=runner,
+            lease_owner=runner,
+        )
+        return result.status
 
     return run
 

@@ -69,6 +69,7 @@ from service.clever import (
 from service.db.uow import DRIVER_ERRORS, UnitOfWork
 from service.kafka.topics import CLEVER_EVENTS_DLQ
 from service.pull import backfills, metrics, store
+from service.pull.backfill import BackfillNotRunnable, BackfillTakenOver, LeaseLost
 from service.pull.leases import Lease, LeaseKeeper
 from service.pull.pages import InvalidEvent, SplitPage, split_page
 from service.webhooks.delivery import Delivery, now_utc
@@ -103,9 +104,9 @@ class Outcome(enum.Enum):
     LOST = "lost"  # the lease is gone: the task ends
 
 
-# Runs a backfill row to its end as `runner` (service/pull/backfill.py): its final status.
-# `held` says whether the district's lease is still this poller's (a run stops when it is not).
-RunBackfill = Callable[[str, Callable[[], bool]], Awaitable[str]]
+# Runs a backfill row to its end as this poller, fenced on its lease (service/pull/backfill.py's
+# `run_backfill`): its final status; raises LeaseLost, BackfillNotRunnable, BackfillTakenOver.
+RunBackfill = Callable[[str], Awaitable[str]]
 
 
 def new_poller_id() -> str:
@@ -294,6 +295,9 @@ class Poller:
                 row = await store.district(uow.connection, district_id)
                 running = await backfills.running(uow.connection, district_id)
                 pending = await backfills.pending(uow.connection, [district_id])
+                synced = row is not None and row.cursor_event_id is not None
+                if not synced:  # a backfill that found the feed empty leaves no cursor
+                    synced = await backfills.last_finished(uow.connection, district_id) is not None
         except DATABASE_ERRORS as exc:
             self._error(district_id, "database_unavailable", exc)
             return Outcome.FAILED
@@ -303,7 +307,7 @@ class Poller:
             if not pending and running["runner"] != self.id:
                 return Outcome.BUSY
             return await self._backfill(lease, running["id"], None)
-        if row.cursor_event_id is None:
+        if not synced:
             return await self._backfill(lease, None, "first_contact")
         if row.cursor_created_at is not None and row.cursor_created_at < now_utc() - EVENTS_KEPT:
             metrics.ERRORS.labels(district_id, "cursor_refused").inc()
@@ -314,7 +318,7 @@ class Poller:
             return await self._backfill(lease, None, "cursor_refused")
         return await self._poll(lease, row.cursor_event_id)
 
-    async def _poll(self, lease: Lease, cursor: str) -> Outcome:
+    async def _poll(self, lease: Lease, cursor: str | None) -> Outcome:
         district_id = lease.district_id
         try:
             pages = self._client.events(district_id, cursor)
@@ -454,18 +458,27 @@ class Poller:
             extra={"district_id": district_id, "backfill_id": backfill_id, "reason": reason},
         )
         try:
-            status = await self._run_backfill(backfill_id, lease.valid)
+            status = await self._run_backfill(backfill_id)
         except asyncio.CancelledError:
             raise
+        except LeaseLost:
+            return Outcome.LOST
+        except (BackfillNotRunnable, BackfillTakenOver):
+            return Outcome.BUSY  # another runner runs it: polled once it has ended
         except Exception as exc:
             self._error(district_id, "backfill_failed", exc)
             await self._failed(lease, f"backfill {backfill_id} failed: {type(exc).__name__}")
             return Outcome.FAILED
         if not lease.valid():
             return Outcome.LOST
-        if status != "succeeded":
-            await self._failed(lease, f"backfill {backfill_id} ended {status}")
+        if status == "failed":  # the run recorded its error on the district
+            metrics.ERRORS.labels(district_id, "backfill_failed").inc()
             return Outcome.FAILED
+        if status == "guarded":  # synced, nothing archived: polling goes on from its cursor
+            log.warning(
+                "backfill guarded: nothing archived",
+                extra={"district_id": district_id, "backfill_id": backfill_id},
+            )
         return Outcome.AGAIN
 
     # --- helpers ------------------------------------------------------------------------------

@@ -290,6 +290,12 @@ async def by_state(conn: AsyncConnection) -> dict[str, int]:
     return counts
 
 
+async def database_now(conn: AsyncConnection) -> datetime:
+    """The database's clock (the one leases expire by)."""
+    now: datetime = await conn.scalar(text("SELECT now()"))
+    return now
+
+
 async def list_districts(conn: AsyncConnection) -> list[SyncDistrict]:
     """Every district the service knows, by id, with the roster's name for it."""
     rows = (await conn.execute(_LIST)).mappings().all()
