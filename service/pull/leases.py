@@ -172,9 +172,9 @@ class LeaseKeeper:
         return decided
 
     async def release(self, district_ids: list[str]) -> None:
-        """Stops these districts' tasks (gracefully, bounded), then gives up their leases."""
-        for district_id in district_ids:
-            await self._drop(district_id, graceful=True)
+        """Stops these districts' tasks (gracefully, all at once, bounded), then gives up their
+        leases."""
+        await asyncio.gather(*(self._drop(d, graceful=True) for d in district_ids))
         if district_ids:
             async with asyncio.timeout(self.ttl), UnitOfWork(self._engine) as uow:
                 await store.release(uow.connection, self.me, district_ids)
@@ -191,8 +191,7 @@ class LeaseKeeper:
     async def release_all(self) -> None:
         """An orderly stop: every task stopped (gracefully, bounded), every lease given up and
         this poller's heartbeat removed, so the others take its districts at their next round."""
-        for district_id in sorted(self.held):
-            await self._drop(district_id, graceful=True)
+        await asyncio.gather(*(self._drop(d, graceful=True) for d in sorted(self.held)))
         async with asyncio.timeout(self.ttl), UnitOfWork(self._engine) as uow:
             await store.release_all(uow.connection, self.me)
             await store.forget_poller(uow.connection, self.me)

@@ -7,13 +7,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Sequence
 
-from service.clever import CleverClient, Tokens, new_http_client
+from service.clever import CleverClient, RetryPolicy, Tokens, new_http_client
 from service.db.driver_pool import DriverPool, driver_dsn
 from service.db.engine import database_url
 from service.kafka.gateway import KafkaGateway
 from service.pull.backfill import run_backfill
 from service.pull.metrics import PollerObserver
-from service.pull.poller import Poller, RunBackfill, new_poller_id
+from service.pull.poller import DISCOVERY_SECONDS, Poller, RunBackfill, new_poller_id
 from service.settings import Settings
 from service.webhooks.ingest import Ingestor
 from service.worker import Opened, run_worker
@@ -41,13 +41,28 @@ def backfill_runner(
     return run
 
 
-class _Polling:
-    def __init__(self, settings: Settings, opened: Opened) -> None:
+class Polling:
+    """A poller and what it runs on, built from what `run_worker` opened (tests build one on
+    their own producer, with a quicker `retry`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        opened: Opened,
+        *,
+        retry: RetryPolicy | None = None,
+        discovery_seconds: float = DISCOVERY_SECONDS,
+    ) -> None:
         self.id = new_poller_id()
         self.http = new_http_client(settings)
-        self.tokens = Tokens(settings, self.http)
+        self.tokens = Tokens(settings, self.http, retry=retry)
         self.client = CleverClient(
-            settings, self.tokens, observer=PollerObserver(), process_id=self.id, http=self.http
+            settings,
+            self.tokens,
+            observer=PollerObserver(),
+            process_id=self.id,
+            http=self.http,
+            retry=retry,
         )
         self.producer = opened.producer
         # The ingest's own driver connections, as in the API (service/app.py).
@@ -71,6 +86,7 @@ class _Polling:
             poll_interval=settings.poll_interval_seconds,
             max_concurrent=settings.poll_max_concurrent_districts,
             publish_timeout=settings.publish_timeout_seconds,
+            discovery_seconds=discovery_seconds,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -93,5 +109,5 @@ async def run_poller(settings: Settings) -> None:
         "poller",
         metrics_port=settings.poller_metrics_port,
         pool_size=settings.poll_max_concurrent_districts + 2,
-        build=lambda opened: _Polling(settings, opened),
+        build=lambda opened: Polling(settings, opened),
     )

@@ -56,6 +56,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas import kafka_headers as h
 from schemas.clever import MAX_EVENT_BYTES
+from service import failpoints
 from service.clever import (
     CleverClient,
     CleverError,
@@ -327,6 +328,7 @@ class Poller:
                     split = split_page(page)
                     if split.size:
                         await self._publish(district_id, page, split)
+                        failpoints.hit("poller.after_ingest")  # acknowledged, cursor not stored
                     if split.last_id is not None and split.last_id != cursor:
                         if not await self._fenced(
                             store.page_stored,
