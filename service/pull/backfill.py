@@ -397,7 +397,7 @@ async def _publish_all(
 
     # 1. The newest event id, before any list; a resumed run keeps the one it stored.
     start_event_id: str | None = row["start_event_id"]
-    if start_event_id is None:
+    if row["start_read_at"] is None:
         newest = await client.newest_event_id(district_id)
         async with UnitOfWork(engine) as uow:
             if not await backfills.set_start_event(uow.connection, backfill_id, runner, newest):

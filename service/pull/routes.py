@@ -48,7 +48,10 @@ class BackfillOut(BaseModel):
     started_at: str | None = Field(description="When a runner first started it")
     finished_at: str | None
     heartbeat_at: str | None
-    start_event_id: str | None = Field(description="The newest event id read before the lists")
+    start_event_id: str | None = Field(
+        description="The newest event id read before the lists (null: none yet, or no events)"
+    )
+    start_read_at: str | None = Field(description="When the start event id was read")
     counts: dict[str, KindCounts]
     missing: dict[str, int]
     archived: dict[str, int]
