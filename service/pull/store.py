@@ -40,7 +40,7 @@ _RENEW = text(
     """
     UPDATE sync_districts
     SET lease_expires_at = now() + make_interval(secs => :ttl)
-    WHERE id = ANY(CAST(:ids AS text[])) AND lease_owner = :me AND token_source IS NOT NULL
+    WHERE lease_owner = :me AND token_source IS NOT NULL
     RETURNING id
     """
 )
@@ -196,12 +196,11 @@ async def with_token(conn: AsyncConnection) -> int:
     return int(await conn.scalar(_WITH_TOKEN) or 0)
 
 
-async def renew(conn: AsyncConnection, me: str, ids: Collection[str], ttl: float) -> set[str]:
-    """Extends the leases `me` still holds among `ids` (and whose district still has a token) by
-    `ttl` seconds from now; returns those ids. The others are lost."""
-    if not ids:
-        return set()
-    rows = await conn.execute(_RENEW, {"ids": list(ids), "me": me, "ttl": ttl})
+async def renew(conn: AsyncConnection, me: str, ttl: float) -> set[str]:
+    """Extends every lease `me` still holds (of a district that still has a token) by `ttl`
+    seconds from now; returns their ids. A lease `me` thought it held and is not among them is
+    lost; one among them it did not know of (a round whose commit timed out) is its again."""
+    rows = await conn.execute(_RENEW, {"me": me, "ttl": ttl})
     return {row[0] for row in rows}
 
 
@@ -289,6 +288,12 @@ async def by_state(conn: AsyncConnection) -> dict[str, int]:
     for state, count in await conn.execute(_BY_STATE):
         counts[state] = int(count)
     return counts
+
+
+async def database_now(conn: AsyncConnection) -> datetime:
+    """The database's clock (the one leases expire by)."""
+    now: datetime = await conn.scalar(text("SELECT now()"))
+    return now
 
 
 async def list_districts(conn: AsyncConnection) -> list[SyncDistrict]:
