@@ -267,6 +267,52 @@ def redrive(
     _run(go())
 
 
+@app.command()
+def backfill(
+    district_id: Annotated[str, typer.Argument(help="The Clever id of the district")],
+    no_archive: Annotated[
+        bool, typer.Option("--no-archive", help="Do not archive records the sync misses.")
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Archive even past ROSTER_BACKFILL_MAX_ARCHIVE_SHARE."),
+    ] = False,
+) -> None:
+    """Backfill a district from Clever's Data API, showing its progress (or follow the one
+    running). Runs it here if no poller holds the district. Exit code: 0 succeeded, 3 guarded
+    (nothing archived: more than the allowed share was missing; --force archives), 1 failed."""
+    from service.pull.command import NoToken, backfill_command
+    from service.pull.progress import BackfillDisplay, exit_code
+
+    settings = _settings(*PIPELINE)
+    display = BackfillDisplay()
+
+    async def go() -> dict[str, Any]:
+        with display:
+            return await backfill_command(
+                settings,
+                district_id,
+                archive_missing=not no_archive,
+                force=force,
+                show=display.update,
+            )
+
+    try:
+        ended = _run(go())
+    except NoToken as exc:
+        typer.echo(f"roster backfill: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo(
+            "roster backfill: interrupted; the backfill stays running and is resumed by the "
+            "district's poller or the next `roster backfill`",
+            err=True,
+        )
+        raise typer.Exit(130) from None
+    typer.echo(display.summary(ended))
+    raise typer.Exit(exit_code(ended["status"]))
+
+
 assignments_app = typer.Typer(
     no_args_is_help=True,
     help="Program assignments: the same operations as /v1/program-assignments.",

@@ -2,8 +2,9 @@
 
 A row is the request (inserted by `POST /v1/districts/{id}/backfill`, `roster backfill`, or a
 poller on first contact or a refused cursor) and the run's progress: its runner and heartbeat,
-the newest event id read before any list (`start_event_id`, kept across a resume so the
-district's cursor never skips the events written during the run), counts per kind, and what
+the newest event id read before any list (`start_event_id`, null for an empty feed, and
+`start_read_at`, when it was read; both kept across a resume so the district's cursor never
+skips the events written during the run), counts per kind, and what
 the archive step found missing and archived.
 
 `backfills_one_running` allows one running backfill per district: a second request while one
@@ -37,6 +38,8 @@ def upgrade() -> None:
         sa.Column("force", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("reason", sa.Text, nullable=False),
         sa.Column("start_event_id", sa.Text),
+        # When the newest event id was read (start_event_id stays null for an empty feed).
+        sa.Column("start_read_at", sa.DateTime(timezone=True)),
         sa.Column(
             "requested_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
         ),

@@ -261,6 +261,7 @@ backfills = Table(
     Column("force", Boolean, nullable=False, server_default=text("false")),
     Column("reason", Text, nullable=False),
     Column("start_event_id", Text),
+    Column("start_read_at", DateTime(timezone=True)),
     Column("requested_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),

@@ -9,7 +9,8 @@ commits. The rules this store holds:
   heartbeat is older than `stale_after` seconds (a runner that died); the run's writes
   (`touch`, `set_start_event`, `finish`) are fenced on the runner, so a runner that was taken
   over learns it (they answer False) and stops.
-- `started_at` and `start_event_id` are set once, by the first run: a resumed run keeps both
+- `started_at` and `start_event_id` (with `start_read_at`, when it was read: the id is null for
+  an empty feed) are set once, by the first run: a resumed run keeps them
   (the archive step counts only records written before the first start, and the district's
   cursor starts at the event read before any list).
 """
@@ -20,12 +21,13 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import RowMapping, any_, func, select, update
+from sqlalchemy import RowMapping, any_, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.bulk import ids_param
-from service.db.tables import RECORD_TABLES, backfills
+from service.db.tables import RECORD_TABLES, backfills, sync_districts
+from service.settings import Settings
 
 STATUSES = ("running", "succeeded", "failed", "guarded")
 REASONS = ("api", "cli", "first_contact", "cursor_refused")
@@ -66,7 +68,9 @@ async def insert(
         )
         .on_conflict_do_nothing(
             index_elements=[backfills.c.district_id],
-            index_where=backfills.c.status == "running",
+            # A literal, not a parameter: PostgreSQL infers the partial index from the predicate
+            # text, which a bound value hides once the statement's plan is generic.
+            index_where=text("status = 'running'"),
         )
         .returning(*backfills.c)
     )
@@ -149,16 +153,16 @@ def _mine(backfill_id: str, runner: str) -> Any:
 async def set_start_event(
     conn: AsyncConnection, backfill_id: str, runner: str, event_id: str | None
 ) -> bool:
-    """Stores the newest event id read before any list (only if none is stored yet)."""
+    """Stores the newest event id read before any list (None: the feed was empty), unless one
+    was stored already: a resumed run keeps the first run's."""
     result = await conn.execute(
         update(backfills)
-        .where(_mine(backfill_id, runner))
-        .values(
-            start_event_id=func.coalesce(backfills.c.start_event_id, event_id),
-            heartbeat_at=func.now(),
-        )
+        .where(_mine(backfill_id, runner), backfills.c.start_read_at.is_(None))
+        .values(start_event_id=event_id, start_read_at=func.now(), heartbeat_at=func.now())
     )
-    return result.rowcount == 1
+    if result.rowcount == 1:
+        return True
+    return await touch(conn, backfill_id, runner)  # read before: still ours?
 
 
 async def touch(
@@ -227,6 +231,17 @@ async def last_finished(conn: AsyncConnection, district_id: str) -> RowMapping |
     return result.mappings().first()
 
 
+async def has_token(conn: AsyncConnection, settings: Settings, district_id: str) -> bool:
+    """A district can be backfilled when a token is known for it: discovered or given to a
+    poller (its `sync_districts` row has a token source), or given to this process."""
+    if any(district_id == known for known, _ in settings.clever_district_tokens):
+        return True
+    source = await conn.scalar(
+        select(sync_districts.c.token_source).where(sync_districts.c.id == district_id)
+    )
+    return source is not None
+
+
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
@@ -246,6 +261,7 @@ def as_json(row: RowMapping) -> dict[str, Any]:
         "finished_at": _iso(row["finished_at"]),
         "heartbeat_at": _iso(row["heartbeat_at"]),
         "start_event_id": row["start_event_id"],
+        "start_read_at": _iso(row["start_read_at"]),
         "counts": row["counts"],
         "missing": row["missing"],
         "archived": row["archived"],

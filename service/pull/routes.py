@@ -13,15 +13,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth import AdminOnly
-from service.db.tables import sync_districts
 from service.db.uow import UnitOfWork
 from service.deps import EngineDep, SettingsDep
 from service.pull import backfills
-from service.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["pull"], dependencies=[AdminOnly])
 
@@ -52,7 +48,10 @@ class BackfillOut(BaseModel):
     started_at: str | None = Field(description="When a runner first started it")
     finished_at: str | None
     heartbeat_at: str | None
-    start_event_id: str | None = Field(description="The newest event id read before the lists")
+    start_event_id: str | None = Field(
+        description="The newest event id read before the lists (null: none yet, or no events)"
+    )
+    start_read_at: str | None = Field(description="When the start event id was read")
     counts: dict[str, KindCounts]
     missing: dict[str, int]
     archived: dict[str, int]
@@ -64,17 +63,6 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "The district has no token (no sync is possible)"},
     409: {"description": "A backfill already runs for the district (named in the body)"},
 }
-
-
-async def has_token(conn: AsyncConnection, settings: Settings, district_id: str) -> bool:
-    """A district can be backfilled when a token is known for it: discovered or given to a
-    poller (its `sync_districts` row has a token source), or given to this process."""
-    if any(district_id == known for known, _ in settings.clever_district_tokens):
-        return True
-    source = await conn.scalar(
-        select(sync_districts.c.token_source).where(sync_districts.c.id == district_id)
-    )
-    return source is not None
 
 
 @router.post(
@@ -92,7 +80,7 @@ async def request_backfill(
     wanted = body or BackfillIn()
     async with UnitOfWork(engine) as uow:
         conn = uow.connection
-        if not await has_token(conn, settings, district_id):
+        if not await backfills.has_token(conn, settings, district_id):
             raise HTTPException(status_code=404, detail="no token is known for this district")
         row = await backfills.insert(
             conn,
