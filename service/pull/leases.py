@@ -19,9 +19,9 @@ rests on that timing: every cursor or state write is fenced on the lease (servic
 
 Takeover bound: a dead poller's leases expire at most ttl after its last renewal, and its
 heartbeat stops counting at the same moment (it was written in the same transaction), so the
-survivors' next round, at most ttl / 3 later, claims them: a district is polled again within
-ttl + ttl / 3 of the dead poller's last renewal, i.e. at most ttl after its death, plus one
-round's own time. An orderly stop (SIGTERM) releases its leases at once.
+survivors' next round, at most ttl / 3 later, claims them. Its last renewal was at most at its
+death, so a district is polled again within ttl + ttl / 3 of the death (20 s with the default
+15 s lease), plus one round's own time. An orderly stop (SIGTERM) releases its leases at once.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ ingest path (the same dedupe and headers, `source=poller`).
 
 Rules (contract v2, "Pull doors"; clever.md, "Pulling from Clever"):
 
+- Leases: one poller at a time polls a district; a dead poller's districts are polled again
+  within ROSTER_POLL_LEASE_SECONDS * 4/3 of its death (the bound and why: leases.py).
+
 - Cursor: stored only after ingest returned for the page, i.e. Kafka acknowledged every event of
   it (or it was there before: a duplicate), and after its invalid events are in the dead-letter
   topic. A crash re-reads a page, never skips one; the dedupe absorbs the copies. The write is

@@ -301,8 +301,8 @@ async def test_two_pollers_share_twenty_districts_one_each_and_a_killed_ones_are
         assert switches <= (2 if district in theirs else 0), [r.process for r in logged]
     processes = {r.process for r in requests if r.process}
     assert {p.split(":")[1] for p in processes} == {str(first.pid), str(second.pid)}
-    # Takeover bound: ttl + ttl/3 after the dead poller's last renewal, so at most ttl after
-    # its death, plus a round's own time and the first request's (a guard of one more ttl).
+    # Takeover bound: ttl + ttl/3 after the death, plus a round's own time and the first
+    # request's (given one more ttl: the machine is shared).
     for district in theirs:
         resumed = min(
             r.started
