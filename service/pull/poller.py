@@ -28,9 +28,9 @@ Rules (contract v2, "Pull doors"; clever.md, "Pulling from Clever"):
   stale). A cursor without a known `created` is checked by Clever's refusal alone.
 - A token Clever rejects even after it was re-read: the district is `token_invalid` (with
   `last_error`) and waits for the next discovery before it tries again; the others go on.
-- Clever unavailable (retries exhausted), Kafka or the database unavailable: the error is
-  recorded on the district and counted, and the district tries again after the poll interval
-  from its stored cursor.
+- Clever unavailable (retries exhausted), Kafka or the database unavailable, a failed backfill:
+  the error is recorded on the district and counted, and the district tries again from its
+  stored cursor after the poll interval, doubled after each failure in a row (at most 5 min).
 - At most `ROSTER_POLL_MAX_CONCURRENT_DISTRICTS` districts poll (or backfill) at once; a drained
   district waiting for its interval takes no slot.
 - Discovery: tokens are re-discovered every 60 s and at start (new districts get rows; districts
@@ -88,6 +88,10 @@ EVENTS_KEPT = timedelta(days=30)
 # A running backfill whose runner beats is someone else's (a `roster backfill` of its own, or a
 # poller that has just lost the lease): looked at again after this long.
 BACKFILL_BUSY_WAIT = 5.0
+
+# The longest wait after failures in a row (a district whose backfill keeps failing does not
+# start a new one every poll interval).
+FAILED_WAIT_MAX = 300.0
 
 # A failure of the database as the driver or SQLAlchemy reports it.
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (
@@ -256,6 +260,7 @@ class Poller:
 
     async def _district_loop(self, lease: Lease) -> None:
         district_id = lease.district_id
+        failures = 0  # in a row: the wait after a failure doubles, up to FAILED_WAIT_MAX
         while lease.valid():
             try:
                 async with self._slots:
@@ -274,8 +279,12 @@ class Poller:
             if outcome is Outcome.LOST:
                 lease.stopping.set()
                 return
-            if outcome in (Outcome.DRAINED, Outcome.FAILED):
+            failures = failures + 1 if outcome is Outcome.FAILED else 0
+            if outcome is Outcome.DRAINED:
                 await lease.sleep(self._poll_interval)
+            elif outcome is Outcome.FAILED:
+                ceiling = max(self._poll_interval, FAILED_WAIT_MAX)
+                await lease.sleep(min(ceiling, self._poll_interval * 2 ** min(failures - 1, 16)))
             elif outcome is Outcome.BUSY:
                 await lease.sleep(BACKFILL_BUSY_WAIT)
             elif outcome is Outcome.TOKEN_INVALID:
@@ -476,8 +485,15 @@ class Poller:
             return Outcome.FAILED
         if not lease.valid():
             return Outcome.LOST
-        if status == "failed":  # the run recorded its error on the district
+        if status == "failed":  # the run recorded its error (and token_invalid) on the district
             metrics.ERRORS.labels(district_id, "backfill_failed").inc()
+            try:
+                async with UnitOfWork(self._engine) as uow:
+                    now = await store.district(uow.connection, district_id)
+            except DATABASE_ERRORS:
+                now = None
+            if now is not None and now.sync_state == "token_invalid":
+                return Outcome.TOKEN_INVALID
             return Outcome.FAILED
         if status == "guarded":  # synced, nothing archived: polling goes on from its cursor
             log.warning(

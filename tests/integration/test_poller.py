@@ -317,14 +317,19 @@ async def test_a_revoked_token_makes_its_district_token_invalid_and_the_others_g
 ) -> None:
     sim = CleverSimulator(districts=3, size=TINY)
     revoked, *others = sim.district_ids
+    # A token given by hand that Clever never knew: its first backfill fails, once.
+    bogus = uuid.uuid4().hex[:24]
     async with serving(sim) as running:
-        settings = poller_settings(services, running)
+        settings = poller_settings(services, running, clever_district_tokens=f"{bogus}:not-a-token")
         async with running_poller(services, engine, settings):
 
             async def all_polled() -> bool:
                 return all([await polled(engine, d) for d in sim.district_ids])
 
             await wait_for(all_polled, what="3 districts polled")
+            row = await sync_row(engine, bogus)
+            assert row is not None and row.sync_state == "token_invalid"
+            assert row.token_source == "manual"
             before = sample("roster_poller_errors_total", district=revoked, kind="token_invalid")
             sim.new_student(revoked)
             sim.revoke_token(revoked)
@@ -346,6 +351,13 @@ async def test_a_revoked_token_makes_its_district_token_invalid_and_the_others_g
             assert "401" in (row.last_error or "")
             after = sample("roster_poller_errors_total", district=revoked, kind="token_invalid")
             assert after > before
+            # Many poll intervals later, still the one failed backfill: it waits for the next
+            # discovery, not for the interval.
+            async with engine.connect() as conn:
+                runs = await conn.scalar(
+                    text("SELECT count(*) FROM backfills WHERE district_id = :d"), {"d": bogus}
+                )
+            assert runs == 1
 
 
 @pytest.mark.parametrize("fault", ["rate_limit", "server_error", "timeout"])
