@@ -23,6 +23,8 @@ from service.logs import configure_logging
 from service.metrics import RequestMetrics
 from service.outbox import routes as outbox_routes
 from service.programs import routes as program_routes
+from service.pull import districts as district_routes
+from service.pull import routes as pull_routes
 from service.roster import routes as roster_routes
 from service.settings import Settings, load_settings
 from service.students import routes as student_routes
@@ -121,6 +123,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(roster_routes.router)
     app.include_router(program_routes.router)
     app.include_router(outbox_routes.router)
+    app.include_router(district_routes.router)
+    app.include_router(pull_routes.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -191,6 +191,14 @@ def relay() -> None:
 
 
 @app.command()
+def poll() -> None:
+    """Run an Events API poller (several may run at once: districts are leased, one poller each)."""
+    from service.pull.main import run_poller
+
+    _run(run_poller(_settings(*PIPELINE)))
+
+
+@app.command()
 def schemas(
     check: Annotated[
         bool, typer.Option("--check", help="Only compare; exit 1 if a file is out of date.")

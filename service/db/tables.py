@@ -218,3 +218,69 @@ alert_history = Table(
     Column("programs", ARRAY(Text), nullable=False),
     Index("alert_history_alert", "alert_id", "id"),
 )
+
+# The pull doors (migration 0009): per district its token's source, sync state, Events API cursor
+# and lease; and the pollers' heartbeats (service/pull/store.py is their one writer).
+SYNC_STATES = ("backfilling", "polling", "token_invalid", "no_token")
+sync_districts = Table(
+    "sync_districts",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("token_source", Text),
+    Column("sync_state", Text, nullable=False, server_default="no_token"),
+    Column("cursor_event_id", Text),
+    Column("cursor_created_at", DateTime(timezone=True)),
+    Column("last_polled_at", DateTime(timezone=True)),
+    Column("last_drained_at", DateTime(timezone=True)),
+    Column("last_event_at", DateTime(timezone=True)),
+    Column("last_error", Text),
+    Column("lease_owner", Text),
+    Column("lease_expires_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint(
+        "sync_state IN ('backfilling', 'polling', 'token_invalid', 'no_token')",
+        name="sync_districts_state",
+    ),
+)
+pollers = Table(
+    "pollers",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("seen_at", DateTime(timezone=True)),
+)
+
+# Full syncs of a district from Clever's Data API (migration 0010): the request and the run's
+# progress. One running backfill per district (`backfills_one_running`).
+backfills = Table(
+    "backfills",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("district_id", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default="running"),
+    Column("archive_missing", Boolean, nullable=False, server_default=text("true")),
+    Column("force", Boolean, nullable=False, server_default=text("false")),
+    Column("reason", Text, nullable=False),
+    Column("start_event_id", Text),
+    Column("requested_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("heartbeat_at", DateTime(timezone=True)),
+    Column("runner", Text),
+    Column("counts", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("missing", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("archived", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("error", Text),
+    CheckConstraint(
+        "status IN ('running', 'succeeded', 'failed', 'guarded')", name="backfills_status"
+    ),
+    CheckConstraint(
+        "reason IN ('api', 'cli', 'first_contact', 'cursor_refused')", name="backfills_reason"
+    ),
+    Index(
+        "backfills_one_running",
+        "district_id",
+        unique=True,
+        postgresql_where=text("status = 'running'"),
+    ),
+    Index("backfills_district", "district_id", "requested_at"),
+)

@@ -34,6 +34,15 @@ class KafkaGateway:
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
+    @classmethod
+    def over(cls, producer: AIOKafkaProducer, bootstrap_servers: str) -> KafkaGateway:
+        """A gateway over a producer its owner started and stops (a worker process's, for the
+        poller's ingest): `start` and `stop` are not called on it."""
+        gateway = cls(bootstrap_servers)
+        gateway._producer = producer
+        gateway.connected.set()
+        return gateway
+
     @property
     def producer(self) -> AIOKafkaProducer | None:
         return self._producer

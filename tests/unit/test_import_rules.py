@@ -33,9 +33,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("service.roster",),
     ("service.programs",),
     ("service.sync", "service.students", "service.webhooks"),
+    # The pull doors publish through the webhook door's ingest, so they sit just above it.
+    ("service.pull",),
     # Processes and their wiring: each may import any layer below, none imports another.
     ("service.health", "service.worker"),
-    ("service.app", "consumers", "service.outbox.main"),
+    ("service.app", "consumers", "service.outbox.main", "service.pull.main"),
     ("service.cli",),
     ("service.__main__",),
     ("devstack",),

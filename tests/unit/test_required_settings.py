@@ -27,6 +27,7 @@ def _run(command: list[str], given: dict[str, str], home: Path) -> subprocess.Co
         "ROSTER_HTTP_PORT": str(free_port()),  # should the API start anyway, not on a shared port
         "ROSTER_CONSUMER_METRICS_PORT": "0",
         "ROSTER_RELAY_METRICS_PORT": "0",
+        "ROSTER_POLLER_METRICS_PORT": "0",
         **given,
     }
     return subprocess.run(
@@ -48,6 +49,8 @@ def _run(command: list[str], given: dict[str, str], home: Path) -> subprocess.Co
         (["api"], {**GIVEN, SECRETS: "whsec_" + "a" * 32}, [TOKEN]),
         (["consume"], {}, [DB, KAFKA]),
         (["relay"], {DB: GIVEN[DB]}, [KAFKA]),
+        (["poll"], {}, [DB, KAFKA]),
+        (["poll"], {KAFKA: GIVEN[KAFKA]}, [DB]),
         (["migrate"], {}, [DB]),
         (["redrive"], {KAFKA: GIVEN[KAFKA]}, [DB]),
         (["assignments", "list"], {}, [DB]),

@@ -1,0 +1,292 @@
+"""The `backfills` table: backfill requests and their runs' progress. Never commits.
+
+Every statement runs on the caller's connection; the caller's unit of work (service/db/uow.py)
+commits. The rules this store holds:
+
+- One running backfill per district: `insert` answers None when one already runs (the partial
+  unique index `backfills_one_running` decides, so two concurrent requests cannot both win).
+- A run belongs to its `runner`. `claim` takes a running row that nobody runs, or whose runner's
+  heartbeat is older than `stale_after` seconds (a runner that died); the run's writes
+  (`touch`, `set_start_event`, `finish`) are fenced on the runner, so a runner that was taken
+  over learns it (they answer False) and stops.
+- `started_at` and `start_event_id` are set once, by the first run: a resumed run keeps both
+  (the archive step counts only records written before the first start, and the district's
+  cursor starts at the event read before any list).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import RowMapping, any_, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.db.bulk import ids_param
+from service.db.tables import RECORD_TABLES, backfills
+
+STATUSES = ("running", "succeeded", "failed", "guarded")
+REASONS = ("api", "cli", "first_contact", "cursor_refused")
+# A runner beats at least this often (seconds) while it runs ...
+HEARTBEAT_SECONDS = 5.0
+# ... so a running row whose heartbeat is older than this is an interrupted run that the next
+# holder of the district's lease may resume.
+STALE_AFTER_SECONDS = 30.0
+
+Counts = dict[str, dict[str, int]]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+async def insert(
+    conn: AsyncConnection,
+    district_id: str,
+    *,
+    reason: str,
+    archive_missing: bool = True,
+    force: bool = False,
+    backfill_id: str | None = None,
+) -> RowMapping | None:
+    """A new running backfill for the district; None if one is already running there."""
+    if reason not in REASONS:
+        raise ValueError(f"unknown backfill reason {reason!r}; expected one of {REASONS}")
+    statement = (
+        pg_insert(backfills)
+        .values(
+            id=backfill_id or new_id(),
+            district_id=district_id,
+            status="running",
+            reason=reason,
+            archive_missing=archive_missing,
+            force=force,
+        )
+        .on_conflict_do_nothing(
+            index_elements=[backfills.c.district_id],
+            index_where=backfills.c.status == "running",
+        )
+        .returning(*backfills.c)
+    )
+    return (await conn.execute(statement)).mappings().first()
+
+
+async def get(conn: AsyncConnection, backfill_id: str) -> RowMapping | None:
+    result = await conn.execute(select(backfills).where(backfills.c.id == backfill_id))
+    return result.mappings().first()
+
+
+async def running(conn: AsyncConnection, district_id: str) -> RowMapping | None:
+    """The district's running backfill, if any."""
+    result = await conn.execute(
+        select(backfills).where(
+            backfills.c.district_id == district_id, backfills.c.status == "running"
+        )
+    )
+    return result.mappings().first()
+
+
+def _unattended(stale_after: float) -> Any:
+    return (backfills.c.runner.is_(None)) | (
+        backfills.c.heartbeat_at < func.now() - timedelta(seconds=stale_after)
+    )
+
+
+async def pending(
+    conn: AsyncConnection, district_ids: list[str], stale_after: float = STALE_AFTER_SECONDS
+) -> list[RowMapping]:
+    """Running backfills of these districts that nobody runs (never started, or their runner's
+    heartbeat is stale): what a poller holding the districts' leases should run."""
+    if not district_ids:
+        return []
+    result = await conn.execute(
+        select(backfills)
+        .where(
+            backfills.c.district_id.in_(district_ids),
+            backfills.c.status == "running",
+            _unattended(stale_after),
+        )
+        .order_by(backfills.c.requested_at)
+    )
+    return list(result.mappings())
+
+
+async def claim(
+    conn: AsyncConnection,
+    backfill_id: str,
+    runner: str,
+    stale_after: float = STALE_AFTER_SECONDS,
+) -> RowMapping | None:
+    """Makes `runner` the run's runner if it is running and unattended (or already `runner`'s);
+    sets `started_at` on the first claim. Returns the row, or None if it is not ours to run."""
+    result = await conn.execute(
+        update(backfills)
+        .where(
+            backfills.c.id == backfill_id,
+            backfills.c.status == "running",
+            _unattended(stale_after) | (backfills.c.runner == runner),
+        )
+        .values(
+            runner=runner,
+            heartbeat_at=func.now(),
+            started_at=func.coalesce(backfills.c.started_at, func.now()),
+        )
+        .returning(*backfills.c)
+    )
+    return result.mappings().first()
+
+
+def _mine(backfill_id: str, runner: str) -> Any:
+    return (
+        (backfills.c.id == backfill_id)
+        & (backfills.c.runner == runner)
+        & (backfills.c.status == "running")
+    )
+
+
+async def set_start_event(
+    conn: AsyncConnection, backfill_id: str, runner: str, event_id: str | None
+) -> bool:
+    """Stores the newest event id read before any list (only if none is stored yet)."""
+    result = await conn.execute(
+        update(backfills)
+        .where(_mine(backfill_id, runner))
+        .values(
+            start_event_id=func.coalesce(backfills.c.start_event_id, event_id),
+            heartbeat_at=func.now(),
+        )
+    )
+    return result.rowcount == 1
+
+
+async def touch(
+    conn: AsyncConnection, backfill_id: str, runner: str, counts: Counts | None = None
+) -> bool:
+    """The heartbeat (and the counts, if given); False if the run is no longer `runner`'s."""
+    values: dict[str, Any] = {"heartbeat_at": func.now()}
+    if counts is not None:
+        values["counts"] = counts
+    result = await conn.execute(
+        update(backfills).where(_mine(backfill_id, runner)).values(**values)
+    )
+    return result.rowcount == 1
+
+
+async def finish(
+    conn: AsyncConnection,
+    backfill_id: str,
+    runner: str,
+    status: str,
+    *,
+    counts: Counts | None = None,
+    missing: dict[str, int] | None = None,
+    archived: dict[str, int] | None = None,
+    error: str | None = None,
+) -> bool:
+    """Ends the run (`succeeded`, `failed` or `guarded`); False if it was not `runner`'s."""
+    if status not in STATUSES or status == "running":
+        raise ValueError(f"a backfill ends succeeded, failed or guarded, not {status!r}")
+    values: dict[str, Any] = {
+        "status": status,
+        "finished_at": func.now(),
+        "heartbeat_at": func.now(),
+        "error": error,
+    }
+    for name, value in (("counts", counts), ("missing", missing), ("archived", archived)):
+        if value is not None:
+            values[name] = value
+    result = await conn.execute(
+        update(backfills).where(_mine(backfill_id, runner)).values(**values)
+    )
+    return result.rowcount == 1
+
+
+async def fail_unstarted(conn: AsyncConnection, backfill_id: str, error: str) -> bool:
+    """Ends a running backfill nobody can run (its district has no token any more, say)."""
+    result = await conn.execute(
+        update(backfills)
+        .where(backfills.c.id == backfill_id, backfills.c.status == "running")
+        .values(status="failed", finished_at=func.now(), error=error)
+    )
+    return result.rowcount == 1
+
+
+async def last_finished(conn: AsyncConnection, district_id: str) -> RowMapping | None:
+    """The district's latest succeeded or guarded backfill (its counts make an ETA)."""
+    result = await conn.execute(
+        select(backfills)
+        .where(
+            backfills.c.district_id == district_id,
+            backfills.c.status.in_(("succeeded", "guarded")),
+        )
+        .order_by(backfills.c.finished_at.desc())
+        .limit(1)
+    )
+    return result.mappings().first()
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def as_json(row: RowMapping) -> dict[str, Any]:
+    """The backfill as `GET /v1/backfills/{id}` shows it (contract v2), plus how it was asked
+    for (`reason`, `archive_missing`, `force`) and where its cursor starts."""
+    return {
+        "id": row["id"],
+        "district_id": row["district_id"],
+        "status": row["status"],
+        "reason": row["reason"],
+        "archive_missing": row["archive_missing"],
+        "force": row["force"],
+        "requested_at": _iso(row["requested_at"]),
+        "started_at": _iso(row["started_at"]),
+        "finished_at": _iso(row["finished_at"]),
+        "heartbeat_at": _iso(row["heartbeat_at"]),
+        "start_event_id": row["start_event_id"],
+        "counts": row["counts"],
+        "missing": row["missing"],
+        "archived": row["archived"],
+        "error": row["error"],
+    }
+
+
+# --- the roster's side of the archive step (reads only) -----------------------------------------
+
+
+async def live_ids(
+    conn: AsyncConnection, kind: str, district_id: str, written_before: datetime
+) -> set[str]:
+    """Ids of the district's live (not deleted) records of `kind` last written before
+    `written_before` (a record an event wrote during the run is not the run's to archive)."""
+    table = RECORD_TABLES[kind]
+    result = await conn.execute(
+        select(table.c.id).where(
+            table.c.district_id == district_id,
+            table.c.deleted.is_(False),
+            table.c.updated_at < written_before,
+        )
+    )
+    return set(result.scalars())
+
+
+async def live_count(conn: AsyncConnection, kind: str, district_id: str) -> int:
+    """The district's live records of `kind` (the guard's denominator)."""
+    table = RECORD_TABLES[kind]
+    result = await conn.scalar(
+        select(func.count())
+        .select_from(table)
+        .where(table.c.district_id == district_id, table.c.deleted.is_(False))
+    )
+    return int(result or 0)
+
+
+async def stored_objects(conn: AsyncConnection, kind: str, ids: list[str]) -> list[dict[str, Any]]:
+    """The objects the roster holds for these records (what their `*.deleted` events carry)."""
+    table = RECORD_TABLES[kind]
+    result = await conn.execute(
+        select(table.c.data).where(table.c.id == any_(ids_param(ids))).order_by(table.c.id)
+    )
+    return [dict(data) for data in result.scalars()]
