@@ -45,17 +45,26 @@ def _run(coro: object) -> Any:
 
 
 @app.command()
-def dev() -> None:
-    """Run the whole local stack in the foreground: database, broker, migrations, API, consumer."""
-    raise typer.Exit(_dev_code())
+def dev(
+    simulate: Annotated[
+        bool,
+        typer.Option(
+            "--simulate",
+            help="Feed the stack from a simulated Clever (seeded districts, a trickle of changes).",
+        ),
+    ] = False,
+) -> None:
+    """Run the whole local stack in the foreground: database, broker, migrations, API, consumer,
+    relay and poller."""
+    raise typer.Exit(_dev_code(simulate=simulate))
 
 
-def _dev_code() -> int:
+def _dev_code(*, simulate: bool = False) -> int:
     # Imported here only: the dev package (and the embedded database it needs) is a dev extra,
     # absent from a production image, and no other command may depend on it.
     from devstack.stack import run_dev_stack
 
-    return run_dev_stack(_settings())
+    return run_dev_stack(_settings(), simulate=simulate)
 
 
 @app.command()
