@@ -124,6 +124,62 @@ def simulate(
 
 
 @app.command()
+def simulate(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8300,
+    seed: Annotated[int, typer.Option(help="Seed of the generated districts.")] = 1,
+    districts: Annotated[int, typer.Option(help="Districts to generate.", min=0)] = 1,
+    schools: Annotated[int, typer.Option(help="Schools per district.", min=1)] = 4,
+    students: Annotated[int, typer.Option(help="Students per district.", min=0)] = 200,
+    sections: Annotated[int, typer.Option(help="Sections per district.", min=1)] = 20,
+    teachers: Annotated[
+        int | None, typer.Option(help="Teachers per district [default: a quarter of sections].")
+    ] = None,
+    contacts: Annotated[
+        int | None, typer.Option(help="Contacts per district [default: a tenth of students].")
+    ] = None,
+    rate_limit: Annotated[
+        int, typer.Option(help="Requests a minute per token before 429.", min=1)
+    ] = 1200,
+    client_id: Annotated[str, typer.Option(help="The app's OAuth client id.")] = "sim-client",
+    client_secret: Annotated[
+        str | None, typer.Option(help="The app's OAuth client secret [default: from the seed].")
+    ] = None,
+) -> None:
+    """Run a simulated Clever API (dev only) with seeded districts, driven through /sim/."""
+    # Imported here only, like `dev`: the simulator is dev-only code.
+    from devstack.simulator import CleverSimulator, Size, run
+
+    size = Size(
+        schools=schools,
+        students=students,
+        sections=max(sections, schools),
+        teachers=teachers,
+        contacts=contacts,
+    )
+    sim = CleverSimulator(
+        seed=seed,
+        districts=districts,
+        size=size,
+        client_id=client_id,
+        client_secret=client_secret,
+        rate_limit=rate_limit,
+    )
+    base = f"http://{host}:{port}"
+    tokens = " ".join(f"{d}:{sim.token(d)}" for d in sim.district_ids)
+    typer.echo(
+        f"Clever simulator on {base} (seed {sim.seed}, {len(sim.district_ids)} district(s) of "
+        f"{students} students); control API {base}/sim/\n"
+        f"ROSTER_CLEVER_API_URL={base}\n"
+        f"ROSTER_CLEVER_OAUTH_URL={base}\n"
+        f"ROSTER_CLEVER_CLIENT_ID={sim.client_id}\n"
+        f"ROSTER_CLEVER_CLIENT_SECRET={sim.client_secret}\n"
+        f"ROSTER_CLEVER_DISTRICT_TOKENS='{tokens}'  (instead of the client id and secret)"
+    )
+    run(sim, host, port)
+
+
+@app.command()
 def api() -> None:
     """Run the HTTP API (webhook door, query API, health, metrics)."""
     import uvicorn
@@ -274,6 +330,52 @@ def redrive(
         )
 
     _run(go())
+
+
+@app.command()
+def backfill(
+    district_id: Annotated[str, typer.Argument(help="The Clever id of the district")],
+    no_archive: Annotated[
+        bool, typer.Option("--no-archive", help="Do not archive records the sync misses.")
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Archive even past ROSTER_BACKFILL_MAX_ARCHIVE_SHARE."),
+    ] = False,
+) -> None:
+    """Backfill a district from Clever's Data API, showing its progress (or follow the one
+    running). Runs it here if no poller holds the district. Exit code: 0 succeeded, 3 guarded
+    (nothing archived: more than the allowed share was missing; --force archives), 1 failed."""
+    from service.pull.command import NoToken, backfill_command
+    from service.pull.progress import BackfillDisplay, exit_code
+
+    settings = _settings(*PIPELINE)
+    display = BackfillDisplay()
+
+    async def go() -> dict[str, Any]:
+        with display:
+            return await backfill_command(
+                settings,
+                district_id,
+                archive_missing=not no_archive,
+                force=force,
+                show=display.update,
+            )
+
+    try:
+        ended = _run(go())
+    except NoToken as exc:
+        typer.echo(f"roster backfill: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo(
+            "roster backfill: interrupted; the backfill stays running and is resumed by the "
+            "district's poller or the next `roster backfill`",
+            err=True,
+        )
+        raise typer.Exit(130) from None
+    typer.echo(display.summary(ended))
+    raise typer.Exit(exit_code(ended["status"]))
 
 
 assignments_app = typer.Typer(

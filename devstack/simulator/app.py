@@ -171,6 +171,8 @@ def _list(sim: CleverSimulator, district: SimDistrict, kind: str, request: Reque
     before = params.get("ending_before")
     if after and before:
         return error(400, "starting_after and ending_before exclude each other")
+    if before == "last" and not sim.ending_before_last:
+        return error(400, "ending_before must be a record id")
     item: Callable[[str], bytes]
     if kind == "events":
         if after and not district.feed.has(after):

@@ -28,7 +28,8 @@ class Changes:
 
     # --- reads ---------------------------------------------------------------------------
     def students(self) -> list[str]:
-        return list(self.d.kind("users").ids("student"))
+        """Live student ids, sorted (the simulator's own list: do not change it)."""
+        return self.d.kind("users").ids("student")
 
     def sections_of_school(self, school_id: str) -> list[dict[str, Any]]:
         return [s for s in self.d.kind("sections").records.values() if s["school"] == school_id]
@@ -122,14 +123,7 @@ class Changes:
         before = snapshot(section)
         present = set(section["students"])
         leaving = self.rng.sample(sorted(present), min(remove, len(present)))
-        users = self.d.kind("users")
-        candidates = [
-            s
-            for s in users.ids("student")
-            if s not in present
-            and section["school"] in users.records[s]["roles"]["student"].get("schools", [])
-        ]
-        joining = self.rng.sample(candidates, min(add, len(candidates)))
+        joining = self._draw_students(section["school"], add, present)
         section["students"] = [s for s in section["students"] if s not in leaving] + joining
         change = Change("change_section_roster", section["id"])
         change.event_ids.append(self.emit.updated(self.d, "sections", section, before).id)
@@ -206,6 +200,21 @@ class Changes:
         return done
 
     # --- helpers -------------------------------------------------------------------------
+    def _draw_students(self, school_id: str, count: int, exclude: set[str]) -> list[str]:
+        """Up to `count` random students of a school: drawn from all students until enough fit
+        (a scan of 50,000 students per change would make a day of changes take minutes)."""
+        users = self.d.kind("users")
+        ids = users.ids("student")
+        picked: list[str] = []
+        for _ in range(200 * count if ids else 0):
+            if len(picked) == count:
+                break
+            student_id = ids[self.rng.randrange(len(ids))]
+            schools = users.records[student_id]["roles"]["student"].get("schools") or []
+            if student_id not in exclude and student_id not in picked and school_id in schools:
+                picked.append(student_id)
+        return picked
+
     def _teaches(self, school_id: str, grade: str | None) -> bool:
         school = self.d.kind("schools").get(school_id)
         if school is None or grade not in GRADES:

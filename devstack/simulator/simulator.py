@@ -62,6 +62,7 @@ class CleverSimulator:
         rate_window: float = 60.0,
         retention: timedelta = RETENTION,
         next_on_last_page: bool = False,
+        ending_before_last: bool = True,
         epoch: datetime | None = None,
     ) -> None:
         self.seed = seed if seed is not None else int.from_bytes(os.urandom(6))
@@ -77,6 +78,8 @@ class CleverSimulator:
         self.retention = retention
         # Clever's last page has no next link; some servers end with an empty page instead.
         self.next_on_last_page = next_on_last_page
+        # `ending_before=last` is documented for earlier API versions only: a server may refuse it.
+        self.ending_before_last = ending_before_last
         self.requests: list[LoggedRequest] = []
         self._districts: dict[str, SimDistrict] = {}
         self._by_token: dict[str, str] = {}

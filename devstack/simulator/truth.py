@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,13 +31,15 @@ class StudentTruth:
 
 def student_truth(district: SimDistrict) -> dict[str, StudentTruth]:
     live_schools = set(district.kind("schools").ids())
-    schools: dict[str, set[str]] = {}
-    sections: dict[str, set[str]] = {}
+    schools: defaultdict[str, set[str]] = defaultdict(set)
+    sections: defaultdict[str, set[str]] = defaultdict(set)
     for section in district.kind("sections").records.values():
-        for student_id in section.get("students", []):
-            sections.setdefault(student_id, set()).add(section["id"])
-            if section["school"] in live_schools:
-                schools.setdefault(student_id, set()).add(section["school"])
+        section_id, school_id = section["id"], section["school"]
+        live = school_id in live_schools
+        for student_id in section.get("students", ()):
+            sections[student_id].add(section_id)
+            if live:
+                schools[student_id].add(school_id)
     students: dict[str, tuple[dict[str, Any], bool]] = {
         user_id: (user, False)
         for user_id, user in district.kind("users").records.items()
@@ -51,7 +54,7 @@ def student_truth(district: SimDistrict) -> dict[str, StudentTruth]:
         truth[user_id] = StudentTruth(
             district.id,
             tuple(sorted(listed | schools.get(user_id, set()))),
-            tuple(sorted(sections.get(user_id, set()))),
+            tuple(sorted(sections.get(user_id, ()))),
             deleted,
         )
     return truth

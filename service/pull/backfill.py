@@ -154,9 +154,15 @@ class _Publisher:
     async context manager: leaving it by an exception cancels the chunks still on their way."""
 
     def __init__(
-        self, ingestor: Ingestor, backfill_id: str, district_id: str, counts: _Counts
+        self,
+        ingestor: Ingestor,
+        backfill_id: str,
+        district_id: str,
+        counts: _Counts,
+        chunk_events: int,
     ) -> None:
         self._ingestor = ingestor
+        self._chunk_events = chunk_events
         self._backfill_id = backfill_id
         self._district_id = district_id
         self._counts = counts
@@ -206,7 +212,7 @@ class _Publisher:
 
     async def add(self, kind: str, parsed: ParsedEvent) -> None:
         self._chunk.append((kind, parsed))
-        if len(self._chunk) >= CHUNK_EVENTS:
+        if len(self._chunk) >= self._chunk_events:
             await self._send()
 
     async def flush(self) -> None:
@@ -275,6 +281,7 @@ async def run_backfill(
     runner: str,
     lease_owner: str | None = None,
     stale_after: float = backfills.STALE_AFTER_SECONDS,
+    chunk_events: int = CHUNK_EVENTS,
 ) -> BackfillResult:
     """Runs backfill `backfill_id` to its end (see the module); returns how it ended.
 
@@ -283,7 +290,8 @@ async def run_backfill(
     and cursor under; None writes them unfenced (nothing else holds the district). Raises
     `BackfillNotRunnable` if the row is not this runner's to run, `BackfillTakenOver` or
     `LeaseLost` if the run stopped part-way (the row stays `running`, to be resumed), and lets
-    cancellation through the same way.
+    cancellation through the same way. `chunk_events`: events per ingest call (at most the
+    Ingestor's batch size).
     """
     async with UnitOfWork(engine) as uow:
         row = await backfills.claim(uow.connection, backfill_id, runner, stale_after)
@@ -299,7 +307,7 @@ async def run_backfill(
     )
     counts = _Counts()
     try:
-        outcome = await _run(row, engine, client, ingestor, settings, runner, counts)
+        outcome = await _run(row, engine, client, ingestor, settings, runner, counts, chunk_events)
     except (BackfillTakenOver, LeaseLost, asyncio.CancelledError):
         raise
     except (CleverError, Unavailable, BodyRejected, OSError, TimeoutError) as exc:
@@ -341,12 +349,13 @@ async def _run(
     settings: Settings,
     runner: str,
     counts: _Counts,
+    chunk_events: int,
 ) -> tuple[str, str | None, dict[str, int], dict[str, int]]:
     backfill_id: str = row["id"]
     district_id: str = row["district_id"]
     heartbeat = asyncio.create_task(_heartbeat(engine, backfill_id, runner, counts))
     work = asyncio.create_task(
-        _publish_all(row, engine, client, ingestor, settings, runner, counts)
+        _publish_all(row, engine, client, ingestor, settings, runner, counts, chunk_events)
     )
     try:
         done, _ = await asyncio.wait({work, heartbeat}, return_when=asyncio.FIRST_COMPLETED)
@@ -380,6 +389,7 @@ async def _publish_all(
     settings: Settings,
     runner: str,
     counts: _Counts,
+    chunk_events: int,
 ) -> tuple[str, str | None, dict[str, int], dict[str, int]]:
     backfill_id: str = row["id"]
     district_id: str = row["district_id"]
@@ -399,7 +409,7 @@ async def _publish_all(
 
     # 2. Every list, published as it is read.
     seen: dict[str, set[str]] = {kind: set() for kind in KINDS}
-    async with _Publisher(ingestor, backfill_id, district_id, counts) as publisher:
+    async with _Publisher(ingestor, backfill_id, district_id, counts, chunk_events) as publisher:
         for kind, path, params in LISTS:
             async for page in client.pages(district_id, path, params):
                 created = _now_iso()
@@ -450,10 +460,10 @@ async def _publish_all(
             },
         )
         return "guarded", start_event_id, missing, archived
-    async with _Publisher(ingestor, backfill_id, district_id, counts) as publisher:
+    async with _Publisher(ingestor, backfill_id, district_id, counts, chunk_events) as publisher:
         for kind, ids in to_archive.items():
             archived[kind] = 0
-            for start in range(0, len(ids), CHUNK_EVENTS):
+            for start in range(0, len(ids), CHUNK_EVENTS):  # reads of stored objects
                 async with UnitOfWork(engine) as uow:
                     objects = await backfills.stored_objects(
                         uow.connection, kind, ids[start : start + CHUNK_EVENTS]

@@ -25,7 +25,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.bulk import ids_param
-from service.db.tables import RECORD_TABLES, backfills
+from service.db.tables import RECORD_TABLES, backfills, sync_districts
+from service.settings import Settings
 
 STATUSES = ("running", "succeeded", "failed", "guarded")
 REASONS = ("api", "cli", "first_contact", "cursor_refused")
@@ -225,6 +226,17 @@ async def last_finished(conn: AsyncConnection, district_id: str) -> RowMapping |
         .limit(1)
     )
     return result.mappings().first()
+
+
+async def has_token(conn: AsyncConnection, settings: Settings, district_id: str) -> bool:
+    """A district can be backfilled when a token is known for it: discovered or given to a
+    poller (its `sync_districts` row has a token source), or given to this process."""
+    if any(district_id == known for known, _ in settings.clever_district_tokens):
+        return True
+    source = await conn.scalar(
+        select(sync_districts.c.token_source).where(sync_districts.c.id == district_id)
+    )
+    return source is not None
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -13,15 +13,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth import AdminOnly
-from service.db.tables import sync_districts
 from service.db.uow import UnitOfWork
 from service.deps import EngineDep, SettingsDep
 from service.pull import backfills
-from service.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["pull"], dependencies=[AdminOnly])
 
@@ -66,17 +62,6 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def has_token(conn: AsyncConnection, settings: Settings, district_id: str) -> bool:
-    """A district can be backfilled when a token is known for it: discovered or given to a
-    poller (its `sync_districts` row has a token source), or given to this process."""
-    if any(district_id == known for known, _ in settings.clever_district_tokens):
-        return True
-    source = await conn.scalar(
-        select(sync_districts.c.token_source).where(sync_districts.c.id == district_id)
-    )
-    return source is not None
-
-
 @router.post(
     "/districts/{district_id}/backfill",
     status_code=202,
@@ -92,7 +77,7 @@ async def request_backfill(
     wanted = body or BackfillIn()
     async with UnitOfWork(engine) as uow:
         conn = uow.connection
-        if not await has_token(conn, settings, district_id):
+        if not await backfills.has_token(conn, settings, district_id):
             raise HTTPException(status_code=404, detail="no token is known for this district")
         row = await backfills.insert(
             conn,
