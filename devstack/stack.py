@@ -1,7 +1,11 @@
 """`roster dev`: the whole local stack in the foreground.
 
 Starts what is not configured (embedded PostgreSQL, the local Kafka broker), migrates, then runs the
-API, the consumer and the outbox relay as child processes. Ctrl-C or SIGTERM stops everything in
+API, the consumer, the outbox relay and the Events API poller as child processes. The poller reads
+the `ROSTER_CLEVER_*` settings like anywhere else and idles without tokens; `--simulate` points it
+at a simulated Clever (`roster simulate`, devstack/simulated.py).
+
+Ctrl-C or SIGTERM stops everything in
 reverse order; the children also die with this process if it is killed outright (see
 devstack/process.py).
 
@@ -20,7 +24,7 @@ import urllib.request
 from pathlib import Path
 
 from devstack.credentials import load_or_create
-from devstack.kafka import LocalKafka
+from devstack.kafka import LocalKafka, free_port
 from devstack.postgres import LocalPostgres
 from devstack.process import (
     ManagedProcess,
@@ -29,6 +33,7 @@ from devstack.process import (
     raise_on_stop_signals,
     wait_for,
 )
+from devstack.simulated import SIMULATE_ARGS, SimulatedFeed, simulator_settings
 from service.paths import project_root
 from service.settings import Settings
 
@@ -51,7 +56,18 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def run_dev_stack(settings: Settings) -> int:
+def _clever_source(env: dict[str, str]) -> str:
+    """Where the poller gets its districts, for the banner (never a token or secret)."""
+    if env.get("ROSTER_CLEVER_CLIENT_ID"):
+        return (
+            f"districts discovered from {env.get('ROSTER_CLEVER_OAUTH_URL', 'https://clever.com')}"
+        )
+    if env.get("ROSTER_CLEVER_DISTRICT_TOKENS"):
+        return "district tokens given by hand"
+    return "no credentials or tokens: idle"
+
+
+def run_dev_stack(settings: Settings, *, simulate: bool = False) -> int:
     """Runs until interrupted; returns the exit code (0 after an orderly stop)."""
     raise_on_stop_signals()
     home = local_home()
@@ -83,6 +99,21 @@ def run_dev_stack(settings: Settings) -> int:
             env["ROSTER_ADMIN_TOKEN"] = creds.admin_token
 
         python = [sys.executable, "-m", "service"]
+        feed: SimulatedFeed | None = None
+        if simulate:
+            sim_base = f"http://127.0.0.1:{free_port()}"
+            port = sim_base.rsplit(":", 1)[1]
+            sim = ManagedProcess(
+                "simulator",
+                [*python, "simulate", "--port", port, *SIMULATE_ARGS],
+                env=env,
+                cwd=project_root(),
+            )
+            started.append(sim)
+            wait_for(lambda: _http_ok(f"{sim_base}/sim/"), timeout=60, what="simulator", alive=sim)
+            env |= simulator_settings(sim_base)
+            # A second between polls, so a change in the simulator shows within seconds.
+            env.setdefault("ROSTER_POLL_INTERVAL_SECONDS", "1")
         subprocess.run([*python, "migrate"], env=env, check=True, cwd=project_root())
         api = ManagedProcess("api", [*python, "api"], env=env, cwd=project_root())
         started.append(api)
@@ -90,6 +121,7 @@ def run_dev_stack(settings: Settings) -> int:
             ManagedProcess("consumer", [*python, "consume"], env=env, cwd=project_root())
         )
         started.append(ManagedProcess("relay", [*python, "relay"], env=env, cwd=project_root()))
+        started.append(ManagedProcess("poller", [*python, "poll"], env=env, cwd=project_root()))
         base = f"http://{settings.http_host}:{settings.http_port}"
         wait_for(lambda: _http_ok(f"{base}/healthz"), timeout=60, what="API", alive=api)
 
@@ -107,13 +139,23 @@ def run_dev_stack(settings: Settings) -> int:
                 f"  relay           http://{settings.http_host}:"
                 f"{settings.relay_metrics_port}/metrics"
             )
+        if settings.poller_metrics_port:
+            _say(
+                f"  poller          http://{settings.http_host}:"
+                f"{settings.poller_metrics_port}/metrics  (Clever: {_clever_source(env)})"
+            )
         _say(f"  Kafka           {env['ROSTER_KAFKA_BOOTSTRAP_SERVERS']}")
         if not settings.webhook_secrets:
             _say(f"  webhook secret  {creds.webhook_secret}  (dev only)")
         if settings.admin_token is None:
             _say(f"  admin token     {creds.admin_token}  (dev only)")
 
+        if simulate:
+            feed = SimulatedFeed(sim_base, base, env["ROSTER_ADMIN_TOKEN"], _say)
+            feed.start()
         while True:
+            if feed is not None:
+                feed.tick()
             for proc in started:
                 if not proc.running():
                     _say(f"{proc.name} exited with code {proc.popen.returncode}; stopping")

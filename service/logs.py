@@ -50,7 +50,11 @@ def quiet_library_loggers() -> None:
     """Library loggers that no service log level opens up:
     - aiokafka logs every reconnect attempt at ERROR (our own code reports broker outages), and
       its producer logs each record's key and value at DEBUG: a roster's personal data;
-    - uvicorn's access log repeats what the request metrics count."""
+    - uvicorn's access log repeats what the request metrics count;
+    - httpx logs every request to Clever at INFO, httpcore each connection step at DEBUG: the
+      poller's metrics count them, and the logs stay about our own decisions."""
     floor = max(logging.WARNING, logging.getLogger().level)
     logging.getLogger("aiokafka").setLevel(floor)
     logging.getLogger("uvicorn.access").setLevel(floor)
+    logging.getLogger("httpx").setLevel(floor)
+    logging.getLogger("httpcore").setLevel(floor)
