@@ -124,62 +124,6 @@ def simulate(
 
 
 @app.command()
-def simulate(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8300,
-    seed: Annotated[int, typer.Option(help="Seed of the generated districts.")] = 1,
-    districts: Annotated[int, typer.Option(help="Districts to generate.", min=0)] = 1,
-    schools: Annotated[int, typer.Option(help="Schools per district.", min=1)] = 4,
-    students: Annotated[int, typer.Option(help="Students per district.", min=0)] = 200,
-    sections: Annotated[int, typer.Option(help="Sections per district.", min=1)] = 20,
-    teachers: Annotated[
-        int | None, typer.Option(help="Teachers per district [default: a quarter of sections].")
-    ] = None,
-    contacts: Annotated[
-        int | None, typer.Option(help="Contacts per district [default: a tenth of students].")
-    ] = None,
-    rate_limit: Annotated[
-        int, typer.Option(help="Requests a minute per token before 429.", min=1)
-    ] = 1200,
-    client_id: Annotated[str, typer.Option(help="The app's OAuth client id.")] = "sim-client",
-    client_secret: Annotated[
-        str | None, typer.Option(help="The app's OAuth client secret [default: from the seed].")
-    ] = None,
-) -> None:
-    """Run a simulated Clever API (dev only) with seeded districts, driven through /sim/."""
-    # Imported here only, like `dev`: the simulator is dev-only code.
-    from devstack.simulator import CleverSimulator, Size, run
-
-    size = Size(
-        schools=schools,
-        students=students,
-        sections=max(sections, schools),
-        teachers=teachers,
-        contacts=contacts,
-    )
-    sim = CleverSimulator(
-        seed=seed,
-        districts=districts,
-        size=size,
-        client_id=client_id,
-        client_secret=client_secret,
-        rate_limit=rate_limit,
-    )
-    base = f"http://{host}:{port}"
-    tokens = " ".join(f"{d}:{sim.token(d)}" for d in sim.district_ids)
-    typer.echo(
-        f"Clever simulator on {base} (seed {sim.seed}, {len(sim.district_ids)} district(s) of "
-        f"{students} students); control API {base}/sim/\n"
-        f"ROSTER_CLEVER_API_URL={base}\n"
-        f"ROSTER_CLEVER_OAUTH_URL={base}\n"
-        f"ROSTER_CLEVER_CLIENT_ID={sim.client_id}\n"
-        f"ROSTER_CLEVER_CLIENT_SECRET={sim.client_secret}\n"
-        f"ROSTER_CLEVER_DISTRICT_TOKENS='{tokens}'  (instead of the client id and secret)"
-    )
-    run(sim, host, port)
-
-
-@app.command()
 def api() -> None:
     """Run the HTTP API (webhook door, query API, health, metrics)."""
     import uvicorn
