@@ -94,3 +94,10 @@ def test_exported_series_knows_the_readme_s_metrics() -> None:
     ):
         assert name in exported, name
     assert "roster_no_such_metric" not in exported
+
+
+def test_the_runbook_s_links_within_itself_lead_to_its_sections() -> None:
+    text = (project_root() / "docs" / "operations.md").read_text()
+    links = set(re.findall(r"\]\(#([^)]+)\)", text))
+    assert links, "the runbook links none of its sections"
+    assert links - anchors(text) == set()
