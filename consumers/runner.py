@@ -96,9 +96,15 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         # Wait for the batches in hand to reach the database, then hand over their offsets.
-        await self._runner.drain()
-        async with self._runner._commit_lock:
-            await self._runner.commit_processed(set(revoked))
+        try:
+            await self._runner.drain()
+            async with self._runner._commit_lock:
+                await self._runner.commit_processed(set(revoked))
+        finally:
+            # Their lag is the new owner's to report: a last figure left here would stay on this
+            # process's /metrics for ever (and hold a lag alert up after every scale-up).
+            for tp in revoked:
+                LAG.remove(tp.topic, str(tp.partition))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info(

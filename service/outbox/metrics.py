@@ -11,6 +11,12 @@ RELAY_LATENCY = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10, 60),
 )
 BACKLOG = Gauge("roster_outbox_backlog", "Outbox messages waiting to be published (not parked)")
+# The alert signal: a backlog that is large but moving is fine, one whose oldest row ages is not
+# (relays down, or the broker refusing every round). Sampled with the backlog, every few seconds.
+BACKLOG_AGE = Gauge(
+    "roster_outbox_backlog_age_seconds",
+    "Age of the oldest outbox message waiting to be published (parked ones apart); 0 when none",
+)
 PARKED = Gauge(
     "roster_outbox_parked", "Outbox messages the broker refused for good, set aside until re-queued"
 )

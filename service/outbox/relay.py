@@ -54,7 +54,15 @@ from schemas.roster_changes import CHANGES_SOURCE, CHANGES_TOPIC
 from service import failpoints
 from service.db.uow import UnitOfWork
 from service.outbox import store
-from service.outbox.metrics import BACKLOG, PARKED, PARKED_TOTAL, PRUNED, RELAY_LATENCY, RELAYED
+from service.outbox.metrics import (
+    BACKLOG,
+    BACKLOG_AGE,
+    PARKED,
+    PARKED_TOTAL,
+    PRUNED,
+    RELAY_LATENCY,
+    RELAYED,
+)
 from service.retry import retrying
 
 log = logging.getLogger(__name__)
@@ -261,7 +269,8 @@ class Relay:
     async def housekeeping(self, *, max_rounds: int = 20) -> None:
         """Prunes rows sent longer ago than the retention period, oldest first, in bounded
         transactions (up to `max_rounds` of 10,000 rows, enough to follow the outbox at tens of
-        thousands of rows a second), and samples the backlog."""
+        thousands of rows a second), and samples the backlog: its size, its oldest row's age, and
+        the parked rows."""
         for _ in range(max_rounds):
             async with UnitOfWork(self.engine) as uow:
                 pruned = await store.prune(uow.connection, self.retention_seconds)
@@ -270,9 +279,10 @@ class Relay:
             if pruned < 10_000:
                 break
         async with self.engine.connect() as conn:
-            waiting, parked = await store.backlog(conn)
-        BACKLOG.set(waiting)
-        PARKED.set(parked)
+            backlog = await store.backlog(conn)
+        BACKLOG.set(backlog.waiting)
+        BACKLOG_AGE.set(backlog.oldest_age_seconds)
+        PARKED.set(backlog.parked)
 
     async def _ensure_listener(self) -> None:
         """A connection kept LISTENing for writers' NOTIFY; re-opened after any failure."""

@@ -222,17 +222,27 @@ async def requeue(conn: AsyncConnection, row_id: int) -> bool:
     return True
 
 
-async def backlog(conn: AsyncConnection) -> tuple[int, int]:
-    """Rows waiting for a relay, and rows parked."""
+@dataclass(frozen=True)
+class Backlog:
+    waiting: int  # rows waiting for a relay (parked ones apart)
+    parked: int
+    oldest_age_seconds: float  # since the oldest waiting row's transaction began; 0: none waits
+
+
+async def backlog(conn: AsyncConnection) -> Backlog:
+    """What waits for a relay: the rows, the parked rows, and the age of the oldest waiting one
+    (one pass over the unsent rows, which the count reads anyway)."""
     result = await conn.execute(
         text(
             "SELECT count(*) FILTER (WHERE parked_at IS NULL),"
-            " count(*) FILTER (WHERE parked_at IS NOT NULL)"
+            " count(*) FILTER (WHERE parked_at IS NOT NULL),"
+            " coalesce(extract(epoch FROM clock_timestamp()"
+            " - min(written_at) FILTER (WHERE parked_at IS NULL)), 0)"
             " FROM outbox WHERE sent_at IS NULL"
         )
     )
-    waiting, parked = result.one()
-    return int(waiting), int(parked)
+    waiting, parked, age = result.one()
+    return Backlog(int(waiting), int(parked), max(0.0, float(age)))
 
 
 async def prune(conn: AsyncConnection, retention_seconds: int, limit: int = 10_000) -> int:

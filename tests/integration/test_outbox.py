@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -240,6 +241,38 @@ async def test_sent_rows_are_pruned_after_retention_and_unsent_rows_never(
     assert await outbox_rows(engine, pending_district.id) == pending
     async with running_relay(services, engine):  # leave nothing pending for other tests
         await wait_sent(engine, pending_district.id)
+
+
+async def test_the_backlog_age_is_the_oldest_waiting_row_and_falls_to_zero_once_sent(
+    services: Services, engine: AsyncEngine
+) -> None:
+    """`roster_outbox_backlog_age_seconds`, the outbox alert's signal: the age of the oldest row
+    no relay has published yet (aged here by moving its `written_at` back an hour)."""
+    district = generate(Factory(), students=5, sections=1, changes=3)
+    async with UnitOfWork(engine) as uow:  # committed, but no relay runs: stays unsent
+        await RosterApplier(NoDeadLetters()).handle(uow, as_records(district.events))
+        await uow.commit()
+    async with UnitOfWork(engine) as uow:
+        await uow.connection.execute(
+            text(
+                "UPDATE outbox SET written_at = written_at - interval '1 hour'"
+                " WHERE district_id = :d"
+            ),
+            {"d": district.id},
+        )
+        await uow.commit()
+    producer = AIOKafkaProducer(**producer_options(services.kafka_bootstrap))
+    await Relay(engine, producer).housekeeping()  # samples; publishes nothing
+    age = REGISTRY.get_sample_value("roster_outbox_backlog_age_seconds")
+    waiting = REGISTRY.get_sample_value("roster_outbox_backlog")
+    assert age is not None and age >= 3600
+    assert waiting is not None and waiting >= len(await outbox_rows(engine, district.id))
+
+    async with running_relay(services, engine):
+        await wait_sent(engine, district.id)
+    await Relay(engine, producer).housekeeping()
+    assert REGISTRY.get_sample_value("roster_outbox_backlog") == 0
+    assert REGISTRY.get_sample_value("roster_outbox_backlog_age_seconds") == 0
 
 
 async def test_a_broker_outage_holds_the_outbox_and_loses_nothing(
