@@ -9,10 +9,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.telemetry import TelemetryConfig
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import health
+from service import health, tracing
 from service.db.driver_pool import DriverPool, driver_dsn
 from service.db.engine import database_url, make_engine
 from service.events import routes as events_routes
@@ -60,9 +61,23 @@ def app_from_environment() -> FastAPI:
     """The app of one worker process of `roster api` with several workers."""
     settings = load_settings()
     configure_logging(settings.log_level)
+    tracing.setup("api")
     app = create_app(settings)
     tune_gc()
     return app
+
+
+def _telemetry() -> TelemetryConfig:
+    provider = tracing.provider()
+    if provider is None:
+        return {"tracing": False, "metrics": False, "logs": False}
+    return {
+        "tracer_provider": provider,
+        "metrics": False,
+        "logs": False,
+        "operation_spans": False,
+        "auto_configure": False,
+    }
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -96,8 +111,9 @@ def create_app(settings: Settings) -> FastAPI:
             await ingest_pool.close()
             await app.state.engine.dispose()
 
-    # FastAPI's native OpenTelemetry is off: nothing here configures an SDK, and its per-request
-    # check of the global providers costs a few percent of the webhook door's time. The docs
+    # FastAPI's native OpenTelemetry traces the routes (not the door: it traces itself) only when
+    # this process traces (service/tracing.py); otherwise it is off: its per-request check of the
+    # global providers costs a few percent of the webhook door's time. The docs
     # pages and the OpenAPI document are served only when ROSTER_API_DOCS asks for them (404
     # otherwise): they map every route for anyone; `app.openapi()` still builds the document.
     docs = settings.api_docs
@@ -105,7 +121,7 @@ def create_app(settings: Settings) -> FastAPI:
         title="roster-sync",
         version="0.1.0",
         lifespan=lifespan,
-        telemetry={"tracing": False, "metrics": False, "logs": False},
+        telemetry=_telemetry(),
         openapi_url="/openapi.json" if docs else None,
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,

@@ -84,6 +84,9 @@ def api() -> None:
         "server_header": False,
     }
     if settings.http_workers == 1:
+        from service import tracing
+
+        tracing.setup("api")
         config = uvicorn.Config(create_app(settings), **options)
         tune_gc()
         uvicorn.Server(config).run()

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service import tracing
 from service.db.engine import database_url, make_engine
 from service.kafka.config import bootstrap_servers, producer_options, topic_durability
 from service.kafka.topics import Durability, ensure_topics
@@ -101,6 +102,7 @@ async def run_worker(
     """Runs one background process from start-up to an orderly stop (a stop before Kafka's topics
     are there ends it at once, having opened nothing)."""
     stop = stop_on_signals()
+    tracing.setup(what)
     bootstrap = bootstrap_servers(settings)
     if not await wait_for_topics(bootstrap, stop, topic_durability(settings)):
         return

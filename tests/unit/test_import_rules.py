@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
         "service.failpoints",
         "service.retry",
         "service.recent",
+        "service.tracing",
     ),
     ("service.db", "service.kafka", "service.metrics"),
     ("service.deps",),
