@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,7 +15,7 @@ from fastapi.telemetry import TelemetryConfig
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import health, tracing
+from service import health, reach, tracing
 from service.db.driver_pool import DriverPool, driver_dsn
 from service.db.engine import database_url, make_engine
 from service.events import routes as events_routes
@@ -89,6 +91,12 @@ def create_app(settings: Settings) -> FastAPI:
             bootstrap_servers(settings), durability=topic_durability(settings)
         )
         app.state.kafka.start()
+        # The API starts whatever answers (/readyz tells which dependency does not); meanwhile it
+        # logs, in one line per attempt, that it cannot reach the database (Kafka: the gateway).
+        database_wait = asyncio.create_task(
+            reach.wait_until_reachable(reach.database(database_url(settings))),
+            name="database-wait",
+        )
         app.state.webhook_keys = webhook_routes.webhook_keys(
             tuple(secret.get_secret_value() for secret in settings.webhook_secrets)
         )
@@ -106,6 +114,9 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            database_wait.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await database_wait
             await app.state.ingestor.drain()
             await app.state.kafka.stop()
             await ingest_pool.close()

@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
         "service.recent",
         "service.tracing",
     ),
+    ("service.reach",),
     ("service.db", "service.kafka", "service.metrics"),
     ("service.deps",),
     ("service.auth",),
