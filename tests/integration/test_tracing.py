@@ -151,7 +151,11 @@ async def test_one_webhook_event_is_one_trace_from_the_door_to_the_downstream_to
         quiet_eid, quiet_district = await _send_one(api, _parent(unsampled_id, "00"))
         await _until_published(services, engine, quiet_eid, quiet_district)
 
+        # The other routes are traced by FastAPI itself, with the same provider.
+        assert (await api.client.get("/healthz")).status_code == 200
+
     spans = list(exported.get_finished_spans())
+    assert [s.kind for s in spans if s.name == "GET /healthz"] == [SpanKind.SERVER]
     ours = [s for s in spans if _trace(s) == trace_id]
     server = _only(ours, "POST /webhooks/clever")
     send = _only(ours, f"send {CLEVER_EVENTS.name}")
