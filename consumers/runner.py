@@ -13,15 +13,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Generic, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.structs import OffsetAndMetadata
+from opentelemetry.trace import Span, SpanKind
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.metrics import BATCH_SIZE, LAG
+from schemas import kafka_headers as h
+from service import tracing
 from service.db.uow import UnitOfWork
 from service.kafka.limits import MAX_RECORD_BYTES
 from service.retry import retrying
@@ -156,9 +160,11 @@ class ConsumerRunner(Generic[R]):
         nothing is lost, and settled events are skipped then)."""
 
         async def transaction() -> R:
-            async with UnitOfWork(self.engine) as uow:
-                result = await self.handler.handle(uow, records)
-                await uow.commit()
+            # A span per attempt: what it writes to the outbox carries its context.
+            with tracing.span("apply batch", attributes=lambda: _apply_attributes(records)):
+                async with UnitOfWork(self.engine) as uow:
+                    result = await self.handler.handle(uow, records)
+                    await uow.commit()
             return result
 
         result = await self._retrying(transaction, stop, "database unavailable", len(records))
@@ -272,7 +278,8 @@ class ConsumerRunner(Generic[R]):
         """Applies a batch in one transaction, then commits its offsets."""
         records = [record for part in batch.values() for record in part]
         try:
-            await self._apply(records, stop)
+            with _processing(records):
+                await self._apply(records, stop)
         except Stopping:
             log.warning(
                 "stopping with a batch not done (not applied, or its dead letters not sent); "
@@ -298,6 +305,38 @@ class ConsumerRunner(Generic[R]):
                 continue
             position = await self.consumer.position(tp)
             LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+
+
+def _processing(records: Sequence[Record]) -> AbstractContextManager[Span | None]:
+    """The batch's span when tracing (a child of its records' trace when they share one; see
+    `service.tracing.batch_parent`); nothing otherwise."""
+    if not tracing.active():
+        return contextlib.nullcontext()
+    parent, links = tracing.batch_parent([_traceparent(record) for record in records])
+    topics = ", ".join(sorted({record.topic for record in records}))
+    return tracing.span(
+        f"process {topics}",
+        kind=SpanKind.CONSUMER,
+        context=parent,
+        links=links,
+        attributes=lambda: {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": topics,
+            "messaging.batch.message_count": len(records),
+        },
+    )
+
+
+def _traceparent(record: Record) -> str | None:
+    for name, value in record.headers:
+        if name == h.TRACEPARENT:
+            return value.decode("latin-1")
+    return None
+
+
+def _apply_attributes(records: Sequence[Record]) -> tracing.Attributes:
+    return {"db.system.name": "postgresql", "messaging.batch.message_count": len(records)}
 
 
 def consumer_options(bootstrap: str, group: str) -> dict[str, Any]:

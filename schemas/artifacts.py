@@ -88,6 +88,11 @@ def _ce_headers(source: str) -> dict[str, Any]:
             "content-type": {"const": "application/json"},
             "ce_sequence": {**text, "description": "per key, as in data.sequence"},
             "ce_districtid": text,
+            "ce_traceparent": {
+                **text,
+                "description": "W3C trace context (CloudEvents distributed tracing extension)",
+            },
+            h.TRACEPARENT: {**text, "description": "W3C trace context, the same"},
         },
     }
 

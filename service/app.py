@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,10 +11,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.telemetry import TelemetryConfig
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import health
+from service import health, reach, tracing
 from service.db.driver_pool import DriverPool, driver_dsn
 from service.db.engine import database_url, make_engine
 from service.events import routes as events_routes
@@ -62,9 +65,23 @@ def app_from_environment() -> FastAPI:
     """The app of one worker process of `roster api` with several workers."""
     settings = load_settings()
     configure_logging(settings.log_level)
+    tracing.setup("api")
     app = create_app(settings)
     tune_gc()
     return app
+
+
+def _telemetry() -> TelemetryConfig:
+    provider = tracing.provider()
+    if provider is None:
+        return {"tracing": False, "metrics": False, "logs": False}
+    return {
+        "tracer_provider": provider,
+        "metrics": False,
+        "logs": False,
+        "operation_spans": False,
+        "auto_configure": False,
+    }
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -76,6 +93,12 @@ def create_app(settings: Settings) -> FastAPI:
             bootstrap_servers(settings), durability=topic_durability(settings)
         )
         app.state.kafka.start()
+        # The API starts whatever answers (/readyz tells which dependency does not); meanwhile it
+        # logs, in one line per attempt, that it cannot reach the database (Kafka: the gateway).
+        database_wait = asyncio.create_task(
+            reach.wait_until_reachable(reach.database(database_url(settings))),
+            name="database-wait",
+        )
         app.state.webhook_keys = webhook_routes.webhook_keys(
             tuple(secret.get_secret_value() for secret in settings.webhook_secrets)
         )
@@ -93,13 +116,17 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            database_wait.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await database_wait
             await app.state.ingestor.drain()
             await app.state.kafka.stop()
             await ingest_pool.close()
             await app.state.engine.dispose()
 
-    # FastAPI's native OpenTelemetry is off: nothing here configures an SDK, and its per-request
-    # check of the global providers costs a few percent of the webhook door's time. The docs
+    # FastAPI's native OpenTelemetry traces the routes (not the door: it traces itself) only when
+    # this process traces (service/tracing.py); otherwise it is off: its per-request check of the
+    # global providers costs a few percent of the webhook door's time. The docs
     # pages and the OpenAPI document are served only when ROSTER_API_DOCS asks for them (404
     # otherwise): they map every route for anyone; `app.openapi()` still builds the document.
     docs = settings.api_docs
@@ -107,7 +134,7 @@ def create_app(settings: Settings) -> FastAPI:
         title="roster-sync",
         version="0.1.0",
         lifespan=lifespan,
-        telemetry={"tracing": False, "metrics": False, "logs": False},
+        telemetry=_telemetry(),
         openapi_url="/openapi.json" if docs else None,
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -33,6 +35,19 @@ def _settings(*needs: str) -> Settings:
         raise typer.Exit(2) from None
     configure_logging(settings.log_level)
     return settings
+
+
+@contextmanager
+def _reaching() -> Iterator[None]:
+    """A dependency the command cannot reach (service/reach.py) ends it with one line on stderr
+    (what, where without credentials, what to check) and exit code 3."""
+    from service.reach import EXIT_UNREACHABLE, Unreachable
+
+    try:
+        yield
+    except Unreachable as exc:
+        typer.echo(f"roster: {exc}", err=True)
+        raise typer.Exit(EXIT_UNREACHABLE) from None
 
 
 def _run(coro: object) -> Any:
@@ -149,6 +164,9 @@ def api() -> None:
         "server_header": False,
     }
     if settings.http_workers == 1:
+        from service import tracing
+
+        tracing.setup("api")
         config = uvicorn.Config(create_app(settings), **options)
         tune_gc()
         uvicorn.Server(config).run()
@@ -236,10 +254,14 @@ def schemas(
 @app.command()
 def migrate(revision: str = typer.Argument("head", help="Alembic revision to upgrade to")) -> None:
     """Apply the database migrations (Alembic) up to a revision."""
+    from service import reach
     from service.db.engine import database_url
     from service.db.migrate import upgrade
 
-    upgrade(database_url(_settings(*DATABASE)), revision)
+    url = database_url(_settings(*DATABASE))
+    with _reaching():
+        _run(reach.check(reach.database(url)))
+    upgrade(url, revision)
     typer.echo(f"roster migrate: database at {revision}")
 
 
@@ -251,12 +273,16 @@ def redrive(
 ) -> None:
     """Send dead-lettered events through the consumer again, once their cause is fixed."""
     from consumers.redrive import redrive as run_redrive
+    from service import reach
     from service.db.engine import database_url, make_engine
     from service.kafka.config import bootstrap_servers, topic_durability
 
     settings = _settings(*PIPELINE)
 
     async def go() -> None:
+        await reach.check(
+            reach.kafka(bootstrap_servers(settings)), reach.database(database_url(settings))
+        )
         engine = make_engine(database_url(settings), pool_size=1)
         try:
             report = await run_redrive(
@@ -273,7 +299,8 @@ def redrive(
             f"{report.unidentifiable} without an event id)"
         )
 
-    _run(go())
+    with _reaching():
+        _run(go())
 
 
 @app.command()
@@ -288,8 +315,9 @@ def backfill(
     ] = False,
 ) -> None:
     """Backfill a district from Clever's Data API, showing its progress (or follow the one
-    running). Runs it here if no poller holds the district. Exit code: 0 succeeded, 3 guarded
-    (nothing archived: more than the allowed share was missing; --force archives), 1 failed."""
+    running). Runs it here if no poller holds the district. Exit code: 0 succeeded, 4 guarded
+    (nothing archived: more than the allowed share was missing; --force archives), 1 failed,
+    2 no token for the district, 3 the database or Kafka cannot be reached."""
     from service.pull.command import NoToken, backfill_command
     from service.pull.progress import BackfillDisplay, exit_code
 
@@ -297,6 +325,13 @@ def backfill(
     display = BackfillDisplay()
 
     async def go() -> dict[str, Any]:
+        from service import reach
+        from service.db.engine import database_url
+        from service.kafka.config import bootstrap_servers
+
+        await reach.check(
+            reach.database(database_url(settings)), reach.kafka(bootstrap_servers(settings))
+        )
         with display:
             return await backfill_command(
                 settings,
@@ -307,7 +342,8 @@ def backfill(
             )
 
     try:
-        ended = _run(go())
+        with _reaching():
+            ended = _run(go())
     except NoToken as exc:
         typer.echo(f"roster backfill: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -331,10 +367,12 @@ app.add_typer(assignments_app, name="assignments")
 
 def _with_connection(settings: Settings, work: Any, *, commit: bool = False) -> Any:
     """Runs `work(connection)` in one unit of work (committed if asked) and returns its result."""
+    from service import reach
     from service.db.engine import database_url, make_engine
     from service.db.uow import UnitOfWork
 
     async def go() -> Any:
+        await reach.check(reach.database(database_url(settings)))
         engine = make_engine(database_url(settings), pool_size=1)
         try:
             async with UnitOfWork(engine) as uow:
@@ -345,7 +383,8 @@ def _with_connection(settings: Settings, work: Any, *, commit: bool = False) -> 
         finally:
             await engine.dispose()
 
-    return _run(go())
+    with _reaching():
+        return _run(go())
 
 
 @app.command()

@@ -1,6 +1,7 @@
 """The one start-up of every background process (`roster consume`, `roster relay`): stop on SIGTERM
-or SIGINT, wait for Kafka and its topics, serve its own /metrics, open the engine and a producer,
-run the process's loop, and close what it opened within a bound (`run_worker`)."""
+or SIGINT, wait for Kafka, the database and the topics (each failure logged in one line, naming
+what and where: service/reach.py), serve its own /metrics, open the engine and a producer, run the
+process's loop, and close what it opened within a bound (`run_worker`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service import reach, tracing
 from service.db.engine import database_url, make_engine
 from service.kafka.config import bootstrap_servers, producer_options, topic_durability
 from service.kafka.topics import Durability, ensure_topics
@@ -45,8 +47,12 @@ async def wait_for_topics(
         await ensure_topics(bootstrap, durability=durability)
         return True
 
-    def failed(exc: Exception, _wait: float) -> None:
-        log.warning("Kafka not reachable yet; retrying", extra={"error": repr(exc)})
+    def failed(exc: Exception, wait: float) -> None:
+        log.warning(
+            f"Kafka at {reach.kafka_address(bootstrap)}: topics not ready ({reach.cause(exc)}); "
+            f"retrying in {wait:g} s",
+            extra={"error": type(exc).__name__, "retry_in_s": wait},
+        )
 
     return await retrying(attempt, first=0.2, most=5.0, on_retry=failed, stop=stop)
 
@@ -98,14 +104,19 @@ async def run_worker(
     pool_size: int,
     build: Callable[[Opened], Worker],
 ) -> None:
-    """Runs one background process from start-up to an orderly stop (a stop before Kafka's topics
-    are there ends it at once, having opened nothing)."""
+    """Runs one background process from start-up to an orderly stop (a stop before Kafka, the
+    database and the topics are there ends it at once, having opened nothing)."""
     stop = stop_on_signals()
+    tracing.setup(what)
     bootstrap = bootstrap_servers(settings)
+    url = database_url(settings)
+    for dependency in (reach.kafka(bootstrap), reach.database(url)):
+        if not await reach.wait_until_reachable(dependency, stop):
+            return
     if not await wait_for_topics(bootstrap, stop, topic_durability(settings)):
         return
     serve_metrics(metrics_port, settings.http_host, what)
-    engine = make_engine(database_url(settings), pool_size=pool_size)
+    engine = make_engine(url, pool_size=pool_size)
     options = producer_options(bootstrap)
     producer = AIOKafkaProducer(**options)
     worker = build(Opened(bootstrap, engine, producer, options))

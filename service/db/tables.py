@@ -143,6 +143,8 @@ outbox = Table(
     # A row the broker refused for good, set aside with its error (migration 0008).
     Column("parked_at", DateTime(timezone=True)),
     Column("park_error", Text),
+    # The trace context of the transaction that wrote the row (migration 0011, service/tracing.py).
+    Column("traceparent", Text),
     Index("outbox_pending", "id", postgresql_where=text("sent_at IS NULL")),
     Index("outbox_sent", "sent_at", postgresql_where=text("sent_at IS NOT NULL")),
     Index("outbox_parked", "id", postgresql_where=text("parked_at IS NOT NULL")),

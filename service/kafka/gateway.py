@@ -13,6 +13,7 @@ import logging
 
 from aiokafka import AIOKafkaProducer
 
+from service import reach
 from service.kafka.config import producer_options
 from service.kafka.topics import ALL_TOPICS, Durability, TopicSpec, ensure_topics
 from service.retry import retrying
@@ -52,11 +53,13 @@ class KafkaGateway:
 
     async def _connect(self) -> None:
         producer: AIOKafkaProducer | None = None
+        dependency = reach.kafka(self.bootstrap_servers)
 
         async def attempt() -> AIOKafkaProducer:
             nonlocal producer
             producer = None  # one that cannot even be built is not retried (retry_if below)
             producer = AIOKafkaProducer(**producer_options(self.bootstrap_servers))
+            await reach.check(dependency)  # names the cause; aiokafka's own lines kept quiet
             await ensure_topics(self.bootstrap_servers, self._topics, self._durability)
             await producer.start()
             return producer
@@ -65,8 +68,8 @@ class KafkaGateway:
             assert producer is not None
             await producer.stop()
             log.warning(
-                "Kafka not reachable yet; retrying",
-                extra={"error": repr(exc), "retry_in_s": wait},
+                f"{dependency.unreachable(exc)}; retrying in {wait:g} s",
+                extra={"error": type(exc).__name__, "retry_in_s": wait},
             )
 
         self._producer = await retrying(

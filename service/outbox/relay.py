@@ -23,12 +23,17 @@ downstream state stays current instead of freezing until someone acts. The parke
 in its key's sequence; re-queued later, it arrives with its old sequence and a subscriber drops it
 if a newer one was seen (a row retried alone after a newer row of its key went out in a later
 record batch is dropped the same way).
+
+Each message carries the trace context of its row (W3C, in `traceparent` and, as the CloudEvents
+distributed-tracing extension, `ce_traceparent`): when the relay traces, that of its own send span,
+a child of the context the row was written in; otherwise the row's own, as stored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -47,11 +52,13 @@ from aiokafka.errors import (
 from cloudevents.core.bindings.kafka import to_binary
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
+from opentelemetry.trace import Span, SpanKind
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from schemas.kafka_headers import TRACEPARENT
 from schemas.roster_alerts import ALERTS_SOURCE, ALERTS_TOPIC
 from schemas.roster_changes import CHANGES_SOURCE, CHANGES_TOPIC
-from service import failpoints
+from service import failpoints, tracing
 from service.db.uow import UnitOfWork
 from service.outbox import store
 from service.outbox.metrics import (
@@ -86,23 +93,30 @@ REFUSALS: tuple[type[BaseException], ...] = (
 )
 
 
-def kafka_message(row: store.Pending) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    """The row as a CloudEvent in Kafka binary mode: (key, value, headers)."""
-    event = CloudEvent(
-        attributes={
-            "id": f"{row.key}.{row.sequence}",  # unique per source; the same on a re-publish
-            "source": SOURCES.get(row.topic, f"/roster-sync/{row.topic}"),
-            "type": row.type,
-            "subject": row.key,
-            "time": row.written_at,
-            "datacontenttype": "application/json",
-            "sequence": str(row.sequence),
-            "districtid": row.district_id,
-        },
-        data=row.data,
+def kafka_message(
+    row: store.Pending, traceparent: str | None = None
+) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """The row as a CloudEvent in Kafka binary mode: (key, value, headers); with a trace context,
+    in `ce_traceparent` (the CloudEvents extension) and `traceparent` (W3C, as the door writes)."""
+    attributes = {
+        "id": f"{row.key}.{row.sequence}",  # unique per source; the same on a re-publish
+        "source": SOURCES.get(row.topic, f"/roster-sync/{row.topic}"),
+        "type": row.type,
+        "subject": row.key,
+        "time": row.written_at,
+        "datacontenttype": "application/json",
+        "sequence": str(row.sequence),
+        "districtid": row.district_id,
+    }
+    if traceparent:
+        attributes["traceparent"] = traceparent
+    message = to_binary(
+        CloudEvent(attributes=attributes, data=row.data), _FORMAT, key_mapper=lambda _: row.key
     )
-    message = to_binary(event, _FORMAT, key_mapper=lambda _: row.key)
-    return row.key.encode(), message.value, list(message.headers.items())
+    headers = list(message.headers.items())
+    if traceparent:
+        headers.append((TRACEPARENT, traceparent.encode()))
+    return row.key.encode(), message.value, headers
 
 
 class Relay:
@@ -194,10 +208,34 @@ class Relay:
         return sent, parked
 
     async def _send(self, row: store.Pending) -> asyncio.Future[Any]:
-        """The send of `row`, or a future failed with why it cannot be sent."""
+        """The send of `row`, or a future failed with why it cannot be sent. When tracing, a
+        send span continues the row's trace and ends with the send."""
+        if not tracing.active():
+            return await self._send_as(row, row.traceparent)
+        span = tracing.start(
+            f"send {row.topic}",
+            kind=SpanKind.PRODUCER,
+            context=tracing.remote(row.traceparent),
+            attributes=lambda: {
+                "messaging.system": "kafka",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": row.topic,
+                "cloudevents.event_type": row.type,
+                "roster.outbox.id": row.id,
+            },
+        )
+        try:
+            sending = await self._send_as(row, tracing.traceparent(span))
+        except BaseException:
+            span.end()
+            raise
+        sending.add_done_callback(functools.partial(_end_send, span))
+        return sending
+
+    async def _send_as(self, row: store.Pending, traceparent: str | None) -> asyncio.Future[Any]:
         try:
             try:
-                key, value, headers = kafka_message(row)
+                key, value, headers = kafka_message(row, traceparent)
             except (ValueError, TypeError) as exc:
                 raise Unencodable(str(exc)[:500]) from exc
             sending: asyncio.Future[Any] = await self.producer.send(
@@ -306,6 +344,14 @@ class Relay:
             with contextlib.suppress(Exception):
                 await conn.invalidate()  # not back to the pool: it still LISTENs
                 await conn.close()
+
+
+def _end_send(span: Span, future: asyncio.Future[Any]) -> None:
+    if future.cancelled():
+        tracing.fail(span, "cancelled")
+    elif future.exception() is not None:
+        tracing.fail(span, type(future.exception()).__name__)
+    span.end()
 
 
 async def _settle(futures: Sequence[asyncio.Future[Any]], timeout: float) -> None:

@@ -3,6 +3,9 @@
 Never commits: the consumer's unit of work commits the change and its messages together, and the
 relay's commits the `sent_at` marks together with releasing its shards.
 
+Each row keeps the trace context (W3C `traceparent`) of the transaction that wrote it, when that
+process traces (service/tracing.py): the relay's send continues that trace.
+
 A row the broker will never accept is parked (`parked_at`, `park_error`): the claim skips it until
 an operator re-queues it. The rows after it, of its key too, go on (see `service/outbox/relay.py`).
 """
@@ -19,6 +22,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service import tracing
 from service.db.packed import text_array
 from service.db.tables import OUTBOX_SHARDS
 
@@ -90,6 +94,8 @@ async def append(conn: AsyncConnection, messages: Sequence[Outgoing]) -> None:
     params: dict[str, Any] = {
         "shards": [shard_of(m.key) for m in messages],
         "sequences": sequences,
+        # The writing transaction's span (the consumer's batch, an API request), if tracing.
+        "traceparent": tracing.current_traceparent(),
     }
     sources: dict[str, str] = {}
     for name, values in columns.items():
@@ -97,8 +103,9 @@ async def append(conn: AsyncConnection, messages: Sequence[Outgoing]) -> None:
     await conn.execute(
         text(
             f"""
-            INSERT INTO outbox (topic, message_key, shard, type, district_id, sequence, data)
-            SELECT t, k, s, ty, di, se, CAST(d AS json)
+            INSERT INTO outbox (topic, message_key, shard, type, district_id, sequence, data,
+                                traceparent)
+            SELECT t, k, s, ty, di, se, CAST(d AS json), CAST(:traceparent AS text)
               FROM unnest({sources["topics"]}, {sources["keys"]},
                           CAST(:shards AS smallint[]), {sources["types"]},
                           {sources["districts"]}, CAST(:sequences AS bigint[]),
@@ -120,6 +127,7 @@ class Pending:
     sequence: int
     data: bytes
     written_at: datetime
+    traceparent: str | None = None  # of the transaction that wrote it (None: it did not trace)
 
 
 async def claim(conn: AsyncConnection, limit: int) -> list[Pending]:
@@ -138,7 +146,7 @@ async def claim(conn: AsyncConnection, limit: int) -> list[Pending]:
         text(
             """
             SELECT id, topic, message_key, type, district_id, sequence, CAST(data AS text),
-                   written_at
+                   written_at, traceparent
               FROM outbox
              WHERE sent_at IS NULL AND parked_at IS NULL
                AND shard = ANY(CAST(:shards AS smallint[]))
@@ -148,7 +156,7 @@ async def claim(conn: AsyncConnection, limit: int) -> list[Pending]:
         ),
         {"shards": shards, "limit": limit},
     )
-    return [Pending(r[0], r[1], r[2], r[3], r[4], r[5], r[6].encode(), r[7]) for r in rows]
+    return [Pending(r[0], r[1], r[2], r[3], r[4], r[5], r[6].encode(), r[7], r[8]) for r in rows]
 
 
 async def mark_sent(conn: AsyncConnection, ids: Sequence[int]) -> None:

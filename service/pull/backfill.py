@@ -56,6 +56,7 @@ from service.clever.errors import CleverError, TokenRejected
 from service.db.uow import UnitOfWork
 from service.pull import backfills
 from service.pull import store as sync
+from service.pull.metrics import BACKFILLS
 from service.retry import retrying
 from service.settings import Settings
 from service.webhooks.delivery import Delivery
@@ -338,6 +339,7 @@ async def run_backfill(
         "backfill ended",
         extra={"backfill_id": backfill_id, "district_id": district_id, "status": status},
     )
+    BACKFILLS.labels(status).inc()
     return BackfillResult(status, backfills.as_json(final))
 
 
@@ -529,4 +531,5 @@ async def _failed(
         await uow.commit()
         final = await backfills.get(conn, row["id"])
     assert final is not None
+    BACKFILLS.labels("failed").inc()
     return BackfillResult("failed", backfills.as_json(final))

@@ -46,6 +46,10 @@ DISTRICTS = Gauge(
     ["state"],
 )
 LEASES_HELD = Gauge("roster_poller_leases_held", "District leases this poller holds")
+BACKFILLS = Counter("roster_backfills", "Backfills this process ended, by status", ["status"])
+# Every status from zero: `increase()` cannot count a series' first appearance.
+for _status in ("succeeded", "guarded", "failed"):
+    BACKFILLS.labels(_status)
 
 
 class PollerObserver:

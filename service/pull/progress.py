@@ -22,12 +22,13 @@ from rich.text import Text
 from service.pull.backfill import KINDS
 from service.pull.command import Progress
 
-EXIT_CODES = {"succeeded": 0, "guarded": 3, "failed": 1}
+# 2 and 3 are the CLI's for a setting (or no token) and an unreachable dependency.
+EXIT_CODES = {"succeeded": 0, "guarded": 4, "failed": 1}
 RATE_WINDOW_SECONDS = 5.0
 
 
 def exit_code(status: str) -> int:
-    """0 succeeded, 3 guarded (nothing archived), 1 failed (or anything else)."""
+    """0 succeeded, 4 guarded (nothing archived), 1 failed (or anything else)."""
     return EXIT_CODES.get(status, 1)
 
 

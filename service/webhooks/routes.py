@@ -14,8 +14,11 @@ import time
 from typing import Any
 
 import orjson
+from opentelemetry.trace import SpanKind
 from starlette.types import Receive, Scope, Send
 
+from service import tracing
+from service.kafka.topics import CLEVER_EVENTS
 from service.metrics import EVENTS, HTTP_LATENCY, HTTP_REQUESTS, REJECTIONS
 from service.settings import decode_webhook_secret
 from service.webhooks import body as body_reader
@@ -82,7 +85,10 @@ class CleverWebhook:
         started = time.perf_counter()
         status = 500
         try:
-            status = await _serve(scope, receive, send)
+            if tracing.active():
+                status = await _serve_traced(scope, receive, send)
+            else:
+                status = await _serve(scope, receive, send)
         finally:
             _request_counter(scope["method"], status).inc()
             _LATENCY.observe(time.perf_counter() - started)
@@ -94,6 +100,32 @@ _LATENCY = HTTP_LATENCY.labels(PATH)
 @functools.cache
 def _request_counter(method: str, status: int) -> Any:
     return HTTP_REQUESTS.labels(PATH, method, str(status))
+
+
+def _server_attributes() -> tracing.Attributes:
+    return {
+        "http.request.method": "POST",
+        "http.route": PATH,
+        "url.path": PATH,
+        "messaging.destination.name": CLEVER_EVENTS.name,
+    }
+
+
+async def _serve_traced(scope: Scope, receive: Receive, send: Send) -> int:
+    """`_serve` inside the request's server span, which continues the caller's `traceparent`
+    (a new trace without one)."""
+    given = next((value for name, value in scope["headers"] if name == b"traceparent"), None)
+    with tracing.span(
+        f"POST {PATH}",
+        kind=SpanKind.SERVER,
+        context=tracing.remote(given.decode("latin-1") if given else None),
+        attributes=_server_attributes,
+    ) as span:
+        status = await _serve(scope, receive, send)
+        tracing.set_attributes(span, lambda: {"http.response.status_code": status})
+        if status >= 500:
+            tracing.fail(span, f"answered {status}")
+    return status
 
 
 async def _serve(scope: Scope, receive: Receive, send: Send) -> int:
@@ -181,16 +213,29 @@ async def _handle(scope: Scope, receive: Receive) -> _Answer:
         raise _refuse(exc.status, exc.error, exc.message, failed, exc.as_dict()) from None
 
     ingestor: Ingestor = state.ingestor
-    trace = headers.get(b"traceparent")
-    delivery = Delivery(
-        "webhook",
-        delivery_ref.webhook_id,
-        _traceparent(trace.decode("latin-1") if trace else None),
-        now_utc(),
-    )
+    sending = None
+    if tracing.active():
+        # The send, a child of the request's span: its context is what the records carry, so the
+        # consumer continues from it. It lasts until Kafka acknowledged (or the request gave up).
+        sending = tracing.start(
+            f"send {CLEVER_EVENTS.name}",
+            kind=SpanKind.PRODUCER,
+            attributes=lambda: {
+                "messaging.system": "kafka",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": CLEVER_EVENTS.name,
+                "messaging.batch.message_count": len(events),
+            },
+        )
+        traceparent = tracing.traceparent(sending)
+    else:
+        trace = headers.get(b"traceparent")
+        traceparent = _traceparent(trace.decode("latin-1") if trace else None)
+    delivery = Delivery("webhook", delivery_ref.webhook_id, traceparent, now_utc())
     try:
         result = await ingestor.ingest(events, delivery)
     except Unavailable as exc:
+        tracing.fail(sending, exc.error)
         log.warning(
             "webhook body not accepted: dependency unavailable",
             extra={
@@ -206,6 +251,9 @@ async def _handle(scope: Scope, receive: Receive) -> _Answer:
             {"error": exc.error, "message": exc.message},
             [(b"retry-after", str(RETRY_AFTER_S).encode())],
         )
+    finally:
+        if sending is not None:
+            sending.end()
     if log.isEnabledFor(logging.INFO):
         log.info(
             "webhook body accepted",

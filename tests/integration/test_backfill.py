@@ -505,7 +505,7 @@ async def test_the_command_runs_a_backfill_itself_and_exits_by_its_status(kit: K
     for student_id in students[:10]:
         kit.sim.unshare(district, student_id)
     code, out, err = await _cli(kit, district)
-    assert code == 3, (out, err)
+    assert code == 4, (out, err)
     assert "guarded" in out and "--force" in out
     code, out, err = await _cli(kit, district, "--force")
     assert code == 0, (out, err)

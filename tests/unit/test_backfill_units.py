@@ -64,7 +64,7 @@ def test_expected_totals_take_the_previous_run_never_less_than_this_one() -> Non
 
 
 def test_exit_codes() -> None:
-    assert [exit_code(s) for s in ("succeeded", "guarded", "failed", "running")] == [0, 3, 1, 1]
+    assert [exit_code(s) for s in ("succeeded", "guarded", "failed", "running")] == [0, 4, 1, 1]
 
 
 def test_the_display_without_a_terminal_prints_one_line_per_change_and_a_summary() -> None:
