@@ -5,6 +5,7 @@ the code: every setting it reads is provided, every command, port and probe is r
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import shutil
@@ -192,8 +193,6 @@ def test_the_configmap_values_are_valid_settings(overlay: str) -> None:
 
 
 def test_the_dev_secret_holds_valid_settings() -> None:
-    import base64
-
     (secret,) = of_kind("dev", "Secret")
     values = {
         key.removeprefix("ROSTER_").lower(): base64.b64decode(value).decode()
@@ -201,6 +200,17 @@ def test_the_dev_secret_holds_valid_settings() -> None:
     }
     settings = Settings.model_validate(values)
     assert settings.webhook_secrets and settings.admin_token and settings.database_url
+    # Every key a container needs (not marked optional) is in it.
+    refs = [
+        env["valueFrom"]["secretKeyRef"]
+        for workload in workloads("dev")
+        for container in workload["spec"]["template"]["spec"]["containers"]
+        for env in container.get("env", [])
+        if "secretKeyRef" in env.get("valueFrom", {})
+    ]
+    assert all(ref["name"] == secret["metadata"]["name"] for ref in refs)
+    needed = {ref["key"] for ref in refs if not ref.get("optional", False)}
+    assert needed and needed <= set(secret["data"]), needed - set(secret["data"])
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
