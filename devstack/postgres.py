@@ -3,7 +3,8 @@
 We drive initdb and the postmaster ourselves rather than through the package's `get_server`, whose
 exit hook does not reliably stop the server: here the postmaster is a supervised child that the
 stack stops with SIGINT (PostgreSQL's fast shutdown). The server listens on a Unix socket only, so
-it never competes for a TCP port.
+it never competes for a TCP port, unless `tcp_port` asks for one on loopback too (scripts/image: a
+container cannot reach the socket).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from devstack.process import ManagedProcess, wait_for
 
 DATABASE = "roster"
-_SOCKET_NAME = ".s.PGSQL.5432"
+_DEFAULT_PORT = 5432
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
 
 
@@ -52,7 +53,11 @@ def _readable_tree(path: Path) -> None:
 
 
 class LocalPostgres:
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *, tcp_port: int | None = None) -> None:
+        self.tcp_port = tcp_port
+        # The socket's name carries the port the server is told, so it changes with tcp_port.
+        self._port = tcp_port if tcp_port is not None else _DEFAULT_PORT
+        self._socket_name = f".s.PGSQL.{self._port}"
         self.root = home / "postgres"
         self.data_dir = self.root / "data"
         self.log_path = self.root / "postgres.log"
@@ -61,7 +66,7 @@ class LocalPostgres:
 
     def _socket_dir(self) -> Path:
         preferred = self.root / "run"
-        if len(str(preferred / _SOCKET_NAME)) <= _MAX_SOCKET_PATH:
+        if len(str(preferred / self._socket_name)) <= _MAX_SOCKET_PATH:
             return preferred
         digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
         return Path(tempfile.gettempdir()) / f"roster-pg-{digest}"
@@ -83,7 +88,15 @@ class LocalPostgres:
         return name
 
     def url(self, database: str = DATABASE) -> str:
+        if self.tcp_port is not None:
+            return f"postgresql+asyncpg://postgres@127.0.0.1:{self.tcp_port}/{database}"
         return f"postgresql+asyncpg://postgres@/{database}?host={self.socket_dir}"
+
+    def tcp_url(self, database: str = DATABASE) -> str:
+        """The URL over loopback TCP (only with `tcp_port`)."""
+        if self.tcp_port is None:
+            raise RuntimeError("this PostgreSQL listens on its Unix socket only (no tcp_port)")
+        return f"postgresql://postgres@127.0.0.1:{self.tcp_port}/{database}"
 
     def _prepare_dirs(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -119,13 +132,16 @@ class LocalPostgres:
     def _accepting(self) -> bool:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.connect(str(self.socket_dir / _SOCKET_NAME))
+            sock.connect(str(self.socket_dir / self._socket_name))
         except OSError:
             return False
         finally:
             sock.close()
         probe = subprocess.run(
-            [str(_bin_dir() / "pg_isready"), "-q", "-h", str(self.socket_dir), "-U", "postgres"],
+            [
+                str(_bin_dir() / "pg_isready"),
+                *("-q", "-h", str(self.socket_dir), "-p", str(self._port), "-U", "postgres"),
+            ],
             check=False,
             capture_output=True,
         )
@@ -146,7 +162,9 @@ class LocalPostgres:
                 "-D",
                 str(self.data_dir),
                 "-c",
-                "listen_addresses=",
+                "listen_addresses=" + ("127.0.0.1" if self.tcp_port is not None else ""),
+                "-c",
+                f"port={self._port}",
                 "-c",
                 f"unix_socket_directories={self.socket_dir}",
                 "-c",
@@ -167,6 +185,8 @@ class LocalPostgres:
             str(_bin_dir() / "psql"),
             "-h",
             str(self.socket_dir),
+            "-p",
+            str(self._port),
             "-U",
             "postgres",
             "-d",
