@@ -18,14 +18,21 @@
    door's dedupe (the event log) answers each id seen before as a duplicate. A record that is
    no Clever record the service can take (it fails the event validation) is counted `invalid`
    per kind, logged by id, and not published; the rest go on.
-4. Archive (unless the row says `archive_missing` false): per kind (schools, terms, courses,
-   sections, users), the roster's live rows of the district that this run did not return and
-   that were written before the run first started (so a record an event created meanwhile is
-   not archived) are missing. If, for any kind, more than `ROSTER_BACKFILL_MAX_ARCHIVE_SHARE`
+4. Archive (unless the row says `archive_missing` false). First it waits until every event of
+   the district received so far, its own included, is applied: a consumer behind would
+   otherwise create, after this step looked, a record the lists no longer return (it would
+   never be archived), and the guard's share would count too few live records. A run that
+   waits longer than SETTLE_SECONDS fails (nothing archived; the next run starts over).
+   Then per kind (schools, terms, courses, sections, users), the roster's live rows of the
+   district that this run did not return and whose stored version came from an event received
+   before the run first started (so a record an event created meanwhile is not archived) are
+   missing. If, for any kind, more than `ROSTER_BACKFILL_MAX_ARCHIVE_SHARE`
    of its live rows are missing and the row does not say `force`, nothing is archived and the
    run ends `guarded` (a misconfigured SIS can briefly share nothing). Otherwise each missing
-   record is published as `<kind>.deleted` carrying the object the roster holds, created now,
-   id sha256("...:deleted")[:24]; a record that comes back later is restored by its next event.
+   record is published as `<kind>.deleted` carrying the object the roster holds, id
+   sha256("...:deleted")[:24], created now, or 1 ms after the stored version's event if that
+   is later (Clever's clock ahead of ours: a delete older than what it deletes would be stale);
+   a record that comes back later is restored by its next event.
 5. In one transaction: the district's cursor = the start event id, its state `polling` (fenced
    on the lease when run by a lease holder), and the row `succeeded` or `guarded`. A failure
    ends the row `failed` with its error text (the district keeps no cursor from it).
@@ -44,7 +51,7 @@ import hashlib
 import logging
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -84,6 +91,8 @@ CHUNK_EVENTS = 5_000  # events per ingest call (the Ingestor's batch size)
 CHUNKS_IN_FLIGHT = 2  # chunks published at once while the next pages are read
 PROGRESS_SECONDS = 1.0  # how often the counts and the heartbeat are written
 PUBLISH_ATTEMPTS = 6  # per chunk, with doubling waits (0.5 s to 8 s) between them
+SETTLE_SECONDS = 600.0  # the longest wait for the district's events to be applied before archiving
+SETTLE_POLL_SECONDS = 0.5
 
 _random = random.Random()  # noqa: S311 (trace ids: unique, not secret)
 
@@ -94,6 +103,11 @@ class BackfillNotRunnable(Exception):
 
 class BackfillTakenOver(Exception):
     """Another runner took the run over (this one's heartbeat had gone stale): this one stops."""
+
+
+class NotSettled(Exception):
+    """Events received before the run are still not applied: the archive step cannot tell what
+    is missing (is the consumer running?)."""
 
 
 class LeaseLost(Exception):
@@ -127,8 +141,51 @@ def synthetic_event(
     }
 
 
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def _now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return _iso(datetime.now(UTC))
+
+
+def _after(now: datetime, stored_created: datetime | None) -> datetime:
+    """An archive's event time: now, unless the version it deletes is no older (then 1 ms after
+    it, so that the delete is newer than what it deletes)."""
+    if stored_created is None or stored_created < now:
+        return now
+    return stored_created + timedelta(milliseconds=1)
+
+
+async def _settled(
+    engine: AsyncEngine,
+    backfill_id: str,
+    district_id: str,
+    received_before: datetime,
+    settle_seconds: float,
+) -> None:
+    """Returns once no event of the district received before `received_before` waits to be
+    applied; raises NotSettled after `settle_seconds`."""
+    deadline = asyncio.get_running_loop().time() + settle_seconds
+    logged = False
+    while True:
+        async with UnitOfWork(engine) as uow:
+            waiting = await backfills.waiting_before(uow.connection, district_id, received_before)
+        if not waiting:
+            return
+        if asyncio.get_running_loop().time() >= deadline:
+            raise NotSettled(
+                f"{waiting} events of district {district_id} received before the backfill are "
+                f"still not applied after {settle_seconds:.0f} s (is the consumer running?); "
+                "nothing archived"
+            )
+        if not logged:
+            log.info(
+                "backfill waits for earlier events to be applied before archiving",
+                extra={"backfill_id": backfill_id, "district_id": district_id, "waiting": waiting},
+            )
+            logged = True
+        await asyncio.sleep(SETTLE_POLL_SECONDS)
 
 
 def _traceparent() -> str:
@@ -283,6 +340,7 @@ async def run_backfill(
     lease_owner: str | None = None,
     stale_after: float = backfills.STALE_AFTER_SECONDS,
     chunk_events: int = CHUNK_EVENTS,
+    settle_seconds: float = SETTLE_SECONDS,
 ) -> BackfillResult:
     """Runs backfill `backfill_id` to its end (see the module); returns how it ended.
 
@@ -292,7 +350,8 @@ async def run_backfill(
     `BackfillNotRunnable` if the row is not this runner's to run, `BackfillTakenOver` or
     `LeaseLost` if the run stopped part-way (the row stays `running`, to be resumed), and lets
     cancellation through the same way. `chunk_events`: events per ingest call (at most the
-    Ingestor's batch size).
+    Ingestor's batch size). `settle_seconds`: the longest wait, before archiving, for events
+    received before the run to be applied.
     """
     async with UnitOfWork(engine) as uow:
         row = await backfills.claim(uow.connection, backfill_id, runner, stale_after)
@@ -308,10 +367,12 @@ async def run_backfill(
     )
     counts = _Counts()
     try:
-        outcome = await _run(row, engine, client, ingestor, settings, runner, counts, chunk_events)
+        outcome = await _run(
+            row, engine, client, ingestor, settings, runner, counts, chunk_events, settle_seconds
+        )
     except (BackfillTakenOver, LeaseLost, asyncio.CancelledError):
         raise
-    except (CleverError, Unavailable, BodyRejected, OSError, TimeoutError) as exc:
+    except (CleverError, Unavailable, BodyRejected, NotSettled, OSError, TimeoutError) as exc:
         return await _failed(row, engine, runner, lease_owner, counts, exc)
     except Exception as exc:  # a bug: the row must not stay running forever
         log.exception("backfill failed", extra={"backfill_id": backfill_id})
@@ -352,12 +413,15 @@ async def _run(
     runner: str,
     counts: _Counts,
     chunk_events: int,
+    settle_seconds: float,
 ) -> tuple[str, str | None, dict[str, int], dict[str, int]]:
     backfill_id: str = row["id"]
     district_id: str = row["district_id"]
     heartbeat = asyncio.create_task(_heartbeat(engine, backfill_id, runner, counts))
     work = asyncio.create_task(
-        _publish_all(row, engine, client, ingestor, settings, runner, counts, chunk_events)
+        _publish_all(
+            row, engine, client, ingestor, settings, runner, counts, chunk_events, settle_seconds
+        )
     )
     try:
         done, _ = await asyncio.wait({work, heartbeat}, return_when=asyncio.FIRST_COMPLETED)
@@ -392,6 +456,7 @@ async def _publish_all(
     runner: str,
     counts: _Counts,
     chunk_events: int,
+    settle_seconds: float,
 ) -> tuple[str, str | None, dict[str, int], dict[str, int]]:
     backfill_id: str = row["id"]
     district_id: str = row["district_id"]
@@ -430,10 +495,13 @@ async def _publish_all(
                         await publisher.add(kind, parsed)
         await publisher.flush()
 
-    # 3. The archive step, under the mass-archive guard.
+    # 3. The archive step, under the mass-archive guard, once what came before is applied.
     missing: dict[str, int] = {}
     archived: dict[str, int] = {}
     to_archive: dict[str, list[str]] = {}
+    if row["archive_missing"]:
+        # Everything received so far, this run's own events too: the guard's share counts them.
+        await _settled(engine, backfill_id, district_id, datetime.now(UTC), settle_seconds)
     async with UnitOfWork(engine) as uow:
         for kind in ARCHIVED_KINDS:
             before = await backfills.live_ids(uow.connection, kind, district_id, started_at)
@@ -470,8 +538,9 @@ async def _publish_all(
                     objects = await backfills.stored_objects(
                         uow.connection, kind, ids[start : start + CHUNK_EVENTS]
                     )
-                created = _now_iso()
-                for obj in objects:
+                now = datetime.now(UTC)
+                for obj, stored_created in objects:
+                    created = _iso(_after(now, stored_created))
                     parsed = publisher.parse(
                         kind, synthetic_event(backfill_id, kind, "deleted", obj, created)
                     )

@@ -10,8 +10,8 @@ commits. The rules this store holds:
   (`touch`, `set_start_event`, `finish`) are fenced on the runner, so a runner that was taken
   over learns it (they answer False) and stops.
 - `started_at` and `start_event_id` (with `start_read_at`, when it was read: the id is null for
-  an empty feed) are set once, by the first run: a resumed run keeps them
-  (the archive step counts only records written before the first start, and the district's
+  an empty feed) are set once, by the first run: a resumed run keeps them (the archive step
+  counts only records whose version was received before the first start, and the district's
   cursor starts at the event read before any list).
 """
 
@@ -21,12 +21,12 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import RowMapping, any_, func, select, text, update
+from sqlalchemy import RowMapping, any_, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.bulk import ids_param
-from service.db.tables import RECORD_TABLES, backfills, sync_districts
+from service.db.tables import RECORD_TABLES, backfills, event_log, sync_districts
 from service.settings import Settings
 
 STATUSES = ("running", "succeeded", "failed", "guarded")
@@ -272,17 +272,42 @@ def as_json(row: RowMapping) -> dict[str, Any]:
 # --- the roster's side of the archive step (reads only) -----------------------------------------
 
 
+async def waiting_before(conn: AsyncConnection, district_id: str, received_before: datetime) -> int:
+    """Events of the district received before `received_before` that the consumer has not
+    settled yet (event log `accepted`). The archive step waits for none: a record such an event
+    creates is not in the roster yet, so it could never be archived.
+
+    The event log has no index by district or status (migration 0006 keeps the door's insert
+    cheap), so this scans it: twice a second, only while a backfill waits to archive."""
+    result = await conn.scalar(
+        select(func.count())
+        .select_from(event_log)
+        .where(
+            event_log.c.district_id == district_id,
+            event_log.c.status == "accepted",
+            event_log.c.received_at < received_before,
+        )
+    )
+    return int(result or 0)
+
+
 async def live_ids(
-    conn: AsyncConnection, kind: str, district_id: str, written_before: datetime
+    conn: AsyncConnection, kind: str, district_id: str, received_before: datetime
 ) -> set[str]:
-    """Ids of the district's live (not deleted) records of `kind` last written before
-    `written_before` (a record an event wrote during the run is not the run's to archive)."""
+    """Ids of the district's live (not deleted) records of `kind` whose stored version came from
+    an event received before `received_before` (the run's first start), or from an event the log
+    no longer holds. A record an event received during the run wrote is not the run's to
+    archive: Clever may have created it after its list was read. (The write time would not do:
+    an event received before the run but applied during it, by a consumer behind, is the run's.)
+    """
     table = RECORD_TABLES[kind]
     result = await conn.execute(
-        select(table.c.id).where(
+        select(table.c.id)
+        .select_from(table.outerjoin(event_log, event_log.c.event_id == table.c.version_event))
+        .where(
             table.c.district_id == district_id,
             table.c.deleted.is_(False),
-            table.c.updated_at < written_before,
+            or_(event_log.c.received_at.is_(None), event_log.c.received_at < received_before),
         )
     )
     return set(result.scalars())
@@ -299,10 +324,15 @@ async def live_count(conn: AsyncConnection, kind: str, district_id: str) -> int:
     return int(result or 0)
 
 
-async def stored_objects(conn: AsyncConnection, kind: str, ids: list[str]) -> list[dict[str, Any]]:
-    """The objects the roster holds for these records (what their `*.deleted` events carry)."""
+async def stored_objects(
+    conn: AsyncConnection, kind: str, ids: list[str]
+) -> list[tuple[dict[str, Any], datetime | None]]:
+    """The objects the roster holds for these records (what their `*.deleted` events carry),
+    each with its stored version's event time (null in rows written before migration 0007)."""
     table = RECORD_TABLES[kind]
     result = await conn.execute(
-        select(table.c.data).where(table.c.id == any_(ids_param(ids))).order_by(table.c.id)
+        select(table.c.data, table.c.version_created)
+        .where(table.c.id == any_(ids_param(ids)))
+        .order_by(table.c.id)
     )
-    return [dict(data) for data in result.scalars()]
+    return [(dict(data), created) for data, created in result]

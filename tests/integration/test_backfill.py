@@ -5,6 +5,8 @@
   is restored by the next backfill;
 - a student unshared at the source is archived by the next backfill and their open alert
   resolves;
+- the archive step waits for an event received before the run that a consumer behind has not
+  applied yet, then archives what it created (Clever's clock ahead of ours or not);
 - a backfill interrupted mid-run and resumed publishes nothing twice downstream;
 - the API's routes (202, 409, 404, GET) and `roster backfill` as a process (exit codes 0 and 3).
 """
@@ -12,15 +14,17 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import sys
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -41,7 +45,7 @@ from service.webhooks.ingest import Ingestor
 from service.webhooks.parse import parse_body
 from tests.integration.conftest import Api, api_settings, running_api
 from tests.support.changes import read_cloudevents
-from tests.support.pipeline import running_consumer, running_relay
+from tests.support.pipeline import fresh_group, running_consumer, running_relay
 from tests.support.services import Services
 from tests.support.webhook import ADMIN_TOKEN
 
@@ -64,7 +68,7 @@ class Kit:
 
 @pytest.fixture(scope="module")
 async def kit(services: Services, engine: AsyncEngine) -> AsyncIterator[Kit]:
-    sim = CleverSimulator(districts=6, size=SIZE)
+    sim = CleverSimulator(districts=7, size=SIZE)
     async with serving(sim) as running:
         # Small pages: every list takes several pages.
         settings = api_settings(services, **running.settings_values(), clever_page_limit=25)
@@ -77,7 +81,7 @@ async def kit(services: Services, engine: AsyncEngine) -> AsyncIterator[Kit]:
         await asyncio.wait_for(gateway.connected.wait(), 60)
         pool = DriverPool(driver_dsn(services.database_url), size=3)
         ingestor = Ingestor(pool, gateway, timeout=10.0)
-        group = f"backfill-{uuid.uuid4().hex[:8]}"
+        group = await fresh_group(services, "backfill")
         try:
             async with (
                 running_consumer(services, engine, group, max_batch=500),
@@ -261,6 +265,62 @@ async def test_a_student_unshared_is_archived_by_the_next_backfill_and_their_ale
     assert (await get(kit, f"/v1/students/{student_id}"))["deleted"] is True
     after = (await get(kit, f"/v1/alerts?student_id={student_id}"))["items"]
     assert [(a["id"], a["status"]) for a in after] == [(opened[0]["id"], "resolved")]
+
+
+async def test_the_archive_step_waits_for_an_earlier_event_a_consumer_behind_still_holds(
+    kit: Kit,
+) -> None:
+    """A consumer behind: a student's event, received before the backfill, is still not applied
+    when the run has read every list (the student was unshared meanwhile). The archive step waits
+    until it is applied, then archives the student; Clever's clock an hour ahead of ours (the
+    event's time) does not make the archive stale."""
+    district = kit.sim.district_ids[6]
+    student = next(u for u in kit.sim.records(district, "users") if "student" in u["roles"])
+    as_it_was = copy.deepcopy(student)
+    kit.sim.unshare(district, student["id"])
+    ahead = (datetime.now(UTC) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    event = {
+        "id": uuid.uuid4().hex[:24],
+        "type": "users.created",
+        "created": ahead,
+        "data": {"object": as_it_was},
+    }
+    async with kit.engine.connect() as hold:
+        # The consumer stalls at its first write to `users` until this transaction ends.
+        await hold.execute(text("LOCK TABLE users IN SHARE MODE"))
+        delivery = Delivery("webhook", uuid.uuid4().hex, TRACEPARENT, datetime.now(UTC))
+        await kit.ingestor.ingest(parse_body(orjson.dumps(event), max_events=1), delivery)
+
+        backfill_id = await request(kit, district)
+        run = asyncio.create_task(
+            run_backfill(
+                backfill_id,
+                engine=kit.engine,
+                client=kit.client,
+                ingestor=kit.ingestor,
+                settings=kit.settings,
+                runner="test-runner",
+            )
+        )
+        listed = len(kit.sim.records(district, "users"))
+        async with asyncio.timeout(60):
+            while True:
+                async with kit.engine.connect() as conn:
+                    row = await backfills.get(conn, backfill_id)
+                assert row is not None and not run.done(), run
+                if row["counts"].get("users", {}).get("published") == listed:
+                    break
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(1.5)  # the run would have archived by now, had it not waited
+        assert not run.done(), "the archive step ran with an earlier event not applied"
+        await hold.rollback()
+
+    result = await asyncio.wait_for(run, 60)
+    await caught_up(kit, district)
+    assert result.status == "succeeded", result.backfill
+    assert result.backfill["archived"] == {"users": 1}
+    assert (await get(kit, f"/v1/students/{student['id']}"))["deleted"] is True
+    await assert_equals_truth(kit, district)
 
 
 async def test_an_interrupted_backfill_resumed_publishes_nothing_twice_downstream(

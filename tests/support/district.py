@@ -94,7 +94,8 @@ def generate(
         if roll < 0.45:
             sid = rng.choice(d.sections)
             section = section_objs[sid]
-            section["students"] = rng.sample(d.students, k=rng.randint(2, 8))
+            n = len(d.students)
+            section["students"] = rng.sample(d.students, k=rng.randint(min(2, n), min(8, n)))
             touch("sections", section)
         elif roll < 0.6:
             uid = rng.choice(d.students)

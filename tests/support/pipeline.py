@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -55,6 +56,24 @@ async def running_consumer(
         await task
         await consumer.stop()
         await producer.stop()
+
+
+async def fresh_group(services: Services, prefix: str) -> str:
+    """A new consumer group whose committed offsets are the inbound topic's end: its consumer
+    reads what the test publishes after this call, not the whole history earlier tests left on
+    the shared topic (rereading that made the tests slow, not more thorough)."""
+    await ensure_topics(services.kafka_bootstrap)
+    group = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    consumer = AIOKafkaConsumer(**consumer_options(services.kafka_bootstrap, group))
+    await consumer.start()
+    try:
+        parts = [TopicPartition(CLEVER_EVENTS.name, p) for p in range(CLEVER_EVENTS.partitions)]
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        await consumer.commit(dict(ends))
+    finally:
+        await consumer.stop()
+    return group
 
 
 async def run_consumer(

@@ -81,12 +81,17 @@ def _newest(events: list[dict[str, object]], record_id: str) -> object:
 def test_a_move_changes_schools_and_sections() -> None:
     sim = CleverSimulator(size=SIZE)
     d = sim.district_ids[0]
-    student = sim.district(d).kind("users").ids("student")[0]
-    before = sim.truth(d)[student]
+    # A student of one school: one in two keeps the sections of the school they do not leave.
+    truth = sim.truth(d)
+    student = next(
+        s for s in sim.district(d).kind("users").ids("student") if len(truth[s].schools) == 1
+    )
+    before = truth[student]
     change = sim.move_student(d, student)
     after = sim.truth(d)[student]
     record = sim.district(d).kind("users").records[student]
     assert record["roles"]["student"]["school"] in after.schools
+    assert before.schools[0] not in after.schools
     assert set(after.sections).isdisjoint(before.sections)
     types = [e["type"] for e in sim.events(d)]
     assert "users.updated" in types and "sections.updated" in types
