@@ -22,6 +22,7 @@ from tests.support.changes import read_cloudevents
 from tests.support.district import generate
 from tests.support.factory import Factory
 from tests.support.pipeline import (
+    fresh_group,
     publish_raw,
     roster_process,
     run_consumer,
@@ -39,7 +40,7 @@ ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 @asynccontextmanager
 async def consuming(services: Services, engine: AsyncEngine) -> AsyncIterator[None]:
     """A consumer (fresh group) running in the background for the whole scenario."""
-    group = f"alerts-{uuid.uuid4().hex[:8]}"
+    group = await fresh_group(services, "alerts")
     async with running_consumer(services, engine, group, max_batch=500):
         yield
 
@@ -263,10 +264,10 @@ async def test_replay_into_a_fresh_database_yields_the_same_alerts(
     assert (
         await api.client.post("/v1/program-assignments", json=body, headers=ADMIN)
     ).status_code == 201
+    # Small batches here, one big backlog there: the alerts must not depend on batching.
+    group = await fresh_group(services, "live")
     await publish_raw(services, district.events, "poller")
     ids = {e["id"] for e in district.events}
-    # Small batches here, one big backlog there: the alerts must not depend on batching.
-    group = f"live-{uuid.uuid4().hex[:8]}"
     await run_consumer(services, engine, group, settled(engine, ids), max_batch=7)
     original = await _alert_summary(engine, district.id)
     assert sum(original["alerts"].values()) > 0, "the stream should cause some conflicts"
@@ -339,7 +340,7 @@ async def test_a_burst_of_section_changes_under_two_consumers_never_doubles_an_a
     ).status_code == 201
 
     ids = {e["id"] for e in setup + burst}
-    group = f"burst-{uuid.uuid4().hex[:8]}"
+    group = await fresh_group(services, "burst")
     first = _consume_process(services, group)
     await publish_raw(services, setup + burst, "poller")
     second = _consume_process(services, group)

@@ -21,7 +21,13 @@ from service.db.tables import event_log
 from service.kafka.config import producer_options
 from service.kafka.topics import CLEVER_EVENTS, TopicSpec, ensure_topics
 from tests.support.factory import Factory
-from tests.support.pipeline import publish_garbage, publish_raw, running_consumer, topic_size
+from tests.support.pipeline import (
+    fresh_group,
+    publish_garbage,
+    publish_raw,
+    running_consumer,
+    topic_size,
+)
 from tests.support.services import Services
 from tests.support.topic import read_topic
 
@@ -155,7 +161,7 @@ async def test_redrive_while_a_consumer_runs_applies_every_event(
         )
     fixed = False
     try:
-        async with running_consumer(services, engine, f"live-{uuid.uuid4().hex[:8]}"):
+        async with running_consumer(services, engine, await fresh_group(services, "live")):
             await publish_raw(services, blocked, "poller")
 
             async def all_dead() -> bool:

@@ -28,6 +28,7 @@ from tests.support.factory import Factory
 from tests.support.pipeline import (
     NoDeadLetters,
     as_records,
+    fresh_group,
     publish_raw,
     roster_process,
     run_consumer,
@@ -72,10 +73,11 @@ async def test_committed_changes_reach_the_topic_once_in_order_and_replays_add_n
 ) -> None:
     district = generate(Factory(), changes=150)
     expected = oracle(district.events)
+    group = await fresh_group(services, "out")
     await publish_raw(services, district.events, "poller")
     ids = {e["id"] for e in district.events}
     async with running_relay(services, engine):
-        await run_consumer(services, engine, f"out-{uuid.uuid4().hex[:8]}", settled(engine, ids))
+        await run_consumer(services, engine, group, settled(engine, ids))
         await wait_sent(engine, district.id)
     rows = await outbox_rows(engine, district.id)
     messages = await read_cloudevents(services.kafka_bootstrap, CHANGES_TOPIC, district.id)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import uuid
 from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
@@ -27,7 +26,7 @@ from devstack.simulator import CleverSimulator, Size, serving
 from schemas.roster_changes import CHANGES_TOPIC
 from tests.integration.conftest import Api
 from tests.support.changes import read_cloudevents
-from tests.support.pipeline import running_consumer, running_relay
+from tests.support.pipeline import fresh_group, running_consumer, running_relay
 from tests.support.polling import (
     cursor_at,
     poll_process,
@@ -126,7 +125,7 @@ async def test_a_backfilled_then_polled_district_under_faults_and_a_kill_equals_
     granted_school = sim.records(district, "schools")[0]["id"]
     await _assign(api, EVERYONE, "district", district)
     await _assign(api, SINGLE_SCHOOL, "school", granted_school)
-    group = f"e2e-{uuid.uuid4().hex[:8]}"
+    group = await fresh_group(services, "e2e")
     async with (
         serving(sim) as running,
         running_consumer(services, engine, group, max_batch=500),
@@ -196,7 +195,7 @@ async def test_a_cursor_clever_no_longer_has_starts_a_backfill_by_itself(
     granted_school = sim.records(district, "schools")[0]["id"]
     await _assign(api, EVERYONE, "district", district)
     await _assign(api, SINGLE_SCHOOL, "school", granted_school)
-    group = f"expired-{uuid.uuid4().hex[:8]}"
+    group = await fresh_group(services, "expired")
     async with (
         serving(sim) as running,
         running_consumer(services, engine, group, max_batch=500),

@@ -24,6 +24,7 @@ from tests.integration.conftest import Api
 from tests.support.district import Expected, generate, oracle
 from tests.support.factory import Factory, page
 from tests.support.pipeline import (
+    fresh_group,
     publish_garbage,
     publish_raw,
     roster_process,
@@ -82,6 +83,7 @@ async def test_webhook_to_roster_end_to_end_then_redelivery_and_replay_change_no
 ) -> None:
     district = generate(Factory())
     expected = oracle(district.events)
+    group = await fresh_group(services, "roster")
     for start in range(0, len(district.events), 25):
         body = encode(page(district.events[start : start + 25]))
         response = await api.client.post(
@@ -96,12 +98,11 @@ async def test_webhook_to_roster_end_to_end_then_redelivery_and_replay_change_no
     applied_before = sample("roster_events_applied_total", outcome="applied")
     stale_before = sample("roster_events_applied_total", outcome="stale")
     latencies_before = sample("roster_apply_latency_seconds_count")
-    group = f"roster-{uuid.uuid4().hex[:8]}"
     await run_consumer(services, engine, group, settled(engine, ids))
     state = await snapshot(engine, district.id)
     assert_matches(state, expected)
     counts = Counter(expected.outcomes.values())
-    # At least ours (the group also applies what other tests left on the topic).
+    # At least ours (the registry is the whole test process's).
     assert (
         sample("roster_events_applied_total", outcome="applied") - applied_before
         >= counts["applied"]
@@ -160,12 +161,13 @@ async def test_a_poison_event_is_dead_lettered_and_its_neighbours_applied(
     poison = factory.event("users.created", district)
     poison["data"]["object"]["name"]["first"] = "bad\u0000name"  # PostgreSQL refuses NUL
     after = factory.event("sections.created", district)
+    group = await fresh_group(services, "poison")
     await publish_raw(services, [before, poison, after], "poller")
     garbage_id = factory.oid()
     await publish_garbage(services, district, garbage_id)
 
     ids = {before["id"], poison["id"], after["id"], garbage_id}
-    await run_consumer(services, engine, f"poison-{uuid.uuid4().hex[:8]}", settled(engine, ids))
+    await run_consumer(services, engine, group, settled(engine, ids))
     async with engine.connect() as conn:
         rows = {
             r.event_id: (r.status, r.error)
@@ -207,8 +209,8 @@ async def test_sigkilled_consumer_restarts_to_exactly_the_oracle(
     districts = [generate(factory, students=40, sections=8, changes=500) for _ in range(4)]
     events = [e for d in districts for e in d.events]
     ids = {e["id"] for e in events}
+    group = await fresh_group(services, "crash")
     await publish_raw(services, events, "poller")
-    group = f"crash-{uuid.uuid4().hex[:8]}"
 
     first = _consume_process(services, group)
     try:
@@ -309,7 +311,7 @@ async def test_two_consumer_processes_at_once_reach_the_oracle(
     districts = [generate(factory, changes=200) for _ in range(6)]
     events = [e for d in districts for e in d.events]
     ids = {e["id"] for e in events}
-    group = f"pair-{uuid.uuid4().hex[:8]}"
+    group = await fresh_group(services, "pair")
     first = _consume_process(services, group)
     await asyncio.sleep(1.0)
     await publish_raw(services, events, "poller")

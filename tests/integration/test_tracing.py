@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,10 +22,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from schemas import kafka_headers as h
 from schemas.roster_changes import CHANGES_TOPIC
 from service import tracing
-from service.kafka.topics import CLEVER_EVENTS, ensure_topics
+from service.kafka.topics import CLEVER_EVENTS
 from tests.integration.conftest import api_settings, running_api
 from tests.support.factory import Factory
-from tests.support.pipeline import running_consumer, running_relay, settled_count, topic_size
+from tests.support.pipeline import (
+    fresh_group,
+    running_consumer,
+    running_relay,
+    settled_count,
+)
 from tests.support.services import Services
 from tests.support.topic import read_records, read_topic
 from tests.support.webhook import encode, signed_headers
@@ -128,19 +132,12 @@ async def _until_published(
 async def test_one_webhook_event_is_one_trace_from_the_door_to_the_downstream_topic(
     services: Services, engine: AsyncEngine, exported: InMemorySpanExporter
 ) -> None:
-    await ensure_topics(services.kafka_bootstrap)
-    backlog = await topic_size(services)
-    group = f"trace-{uuid.uuid4().hex[:8]}"
+    group = await fresh_group(services, "trace")  # the event has a batch to itself
     async with (
         running_api(api_settings(services)) as api,
         running_relay(services, engine),
-        running_consumer(services, engine, group) as (runner, _task),
+        running_consumer(services, engine, group) as _,
     ):
-        # The group reads what earlier tests left first, so that the event has a batch to itself.
-        async with asyncio.timeout(90):
-            while runner.records < backlog:  # noqa: ASYNC110 (polling the runner)
-                await asyncio.sleep(0.1)
-
         trace_id = secrets.token_hex(16)
         caller = _parent(trace_id)
         eid, district = await _send_one(api, caller)
