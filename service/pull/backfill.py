@@ -21,8 +21,10 @@
 4. Archive (unless the row says `archive_missing` false). First it waits until every event of
    the district received so far, its own included, is applied: a consumer behind would
    otherwise create, after this step looked, a record the lists no longer return (it would
-   never be archived), and the guard's share would count too few live records. A run that
-   waits longer than SETTLE_SECONDS fails (nothing archived; the next run starts over).
+   never be archived), and the guard's share would count too few live records. If they are not
+   applied within SETTLE_SECONDS, the run archives nothing and ends `guarded` with the reason
+   as its error (its cursor still set: failing it would make the next run publish the whole
+   district again onto the backlog that made it wait); a later run archives.
    Then per kind (schools, terms, courses, sections, users), the roster's live rows of the
    district that this run did not return and whose stored version came from an event received
    before the run first started (so a record an event created meanwhile is not archived) are
@@ -30,9 +32,11 @@
    of its live rows are missing and the row does not say `force`, nothing is archived and the
    run ends `guarded` (a misconfigured SIS can briefly share nothing). Otherwise each missing
    record is published as `<kind>.deleted` carrying the object the roster holds, id
-   sha256("...:deleted")[:24], created now, or 1 ms after the stored version's event if that
-   is later (Clever's clock ahead of ours: a delete older than what it deletes would be stale);
-   a record that comes back later is restored by its next event.
+   sha256("...:deleted")[:24], created when its kind's list began to be read (a re-share
+   Clever makes after that, even one the poller brings only after the archive, is newer and
+   wins), or 1 ms after the stored version's event if that is later (Clever's clock ahead of
+   ours: a delete older than what it deletes would be stale); a record that comes back later
+   is restored by its next event.
 5. In one transaction: the district's cursor = the start event id, its state `polling` (fenced
    on the lease when run by a lease holder), and the row `succeeded` or `guarded`. A failure
    ends the row `failed` with its error text (the district keeps no cursor from it).
@@ -52,7 +56,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import RowMapping
@@ -106,8 +110,16 @@ class BackfillTakenOver(Exception):
 
 
 class NotSettled(Exception):
-    """Events received before the run are still not applied: the archive step cannot tell what
-    is missing (is the consumer running?)."""
+    """Events received before the archive step are still not applied: it cannot tell what is
+    missing, so it archives nothing (the run ends `guarded`)."""
+
+
+class _Outcome(NamedTuple):
+    status: str  # succeeded or guarded
+    start_event_id: str | None
+    missing: dict[str, int]
+    archived: dict[str, int]
+    error: str | None = None  # why a guarded run archived nothing, when not the share
 
 
 class LeaseLost(Exception):
@@ -149,11 +161,12 @@ def _now_iso() -> str:
     return _iso(datetime.now(UTC))
 
 
-def _after(now: datetime, stored_created: datetime | None) -> datetime:
-    """An archive's event time: now, unless the version it deletes is no older (then 1 ms after
-    it, so that the delete is newer than what it deletes)."""
-    if stored_created is None or stored_created < now:
-        return now
+def _after(listed: datetime, stored_created: datetime | None) -> datetime:
+    """An archive's event time: when its kind's list began to be read (the record's absence was
+    seen then, so a re-share Clever makes later is newer and wins), unless the version it deletes
+    is no older (then 1 ms after it, so that the delete is newer than what it deletes)."""
+    if stored_created is None or stored_created < listed:
+        return listed
     return stored_created + timedelta(milliseconds=1)
 
 
@@ -175,9 +188,9 @@ async def _settled(
             return
         if asyncio.get_running_loop().time() >= deadline:
             raise NotSettled(
-                f"{waiting} events of district {district_id} received before the backfill are "
-                f"still not applied after {settle_seconds:.0f} s (is the consumer running?); "
-                "nothing archived"
+                f"archive withheld: {waiting} events of district {district_id} are still not "
+                f"applied after {settle_seconds:.0f} s (is the consumer running and caught up, "
+                "or a redrive unfinished?); run the backfill again once they are"
             )
         if not logged:
             log.info(
@@ -372,13 +385,13 @@ async def run_backfill(
         )
     except (BackfillTakenOver, LeaseLost, asyncio.CancelledError):
         raise
-    except (CleverError, Unavailable, BodyRejected, NotSettled, OSError, TimeoutError) as exc:
+    except (CleverError, Unavailable, BodyRejected, OSError, TimeoutError) as exc:
         return await _failed(row, engine, runner, lease_owner, counts, exc)
     except Exception as exc:  # a bug: the row must not stay running forever
         log.exception("backfill failed", extra={"backfill_id": backfill_id})
         return await _failed(row, engine, runner, lease_owner, counts, exc)
 
-    status, start_event_id, missing, archived = outcome
+    status, start_event_id, missing, archived, error = outcome
     async with UnitOfWork(engine) as uow:
         conn = uow.connection
         if not await backfills.finish(
@@ -389,6 +402,7 @@ async def run_backfill(
             counts=counts.snapshot(),
             missing=missing,
             archived=archived,
+            error=error,
         ):
             raise BackfillTakenOver(f"backfill {backfill_id} was taken over")
         if not await _cursor(uow, district_id, lease_owner, start_event_id, row["started_at"]):
@@ -414,7 +428,7 @@ async def _run(
     counts: _Counts,
     chunk_events: int,
     settle_seconds: float,
-) -> tuple[str, str | None, dict[str, int], dict[str, int]]:
+) -> _Outcome:
     backfill_id: str = row["id"]
     district_id: str = row["district_id"]
     heartbeat = asyncio.create_task(_heartbeat(engine, backfill_id, runner, counts))
@@ -457,7 +471,7 @@ async def _publish_all(
     counts: _Counts,
     chunk_events: int,
     settle_seconds: float,
-) -> tuple[str, str | None, dict[str, int], dict[str, int]]:
+) -> _Outcome:
     backfill_id: str = row["id"]
     district_id: str = row["district_id"]
     started_at: datetime = row["started_at"]
@@ -476,8 +490,10 @@ async def _publish_all(
 
     # 2. Every list, published as it is read.
     seen: dict[str, set[str]] = {kind: set() for kind in KINDS}
+    listed_at: dict[str, datetime] = {}  # when each kind's first list began to be read
     async with _Publisher(ingestor, backfill_id, district_id, counts, chunk_events) as publisher:
         for kind, path, params in LISTS:
+            listed_at.setdefault(kind, datetime.now(UTC))
             async for page in client.pages(district_id, path, params):
                 created = _now_iso()
                 for record in page.records:
@@ -501,7 +517,16 @@ async def _publish_all(
     to_archive: dict[str, list[str]] = {}
     if row["archive_missing"]:
         # Everything received so far, this run's own events too: the guard's share counts them.
-        await _settled(engine, backfill_id, district_id, datetime.now(UTC), settle_seconds)
+        try:
+            await _settled(engine, backfill_id, district_id, datetime.now(UTC), settle_seconds)
+        except NotSettled as exc:
+            # Withheld, not failed: a failed run leaves no cursor, so the next one would publish
+            # the whole district again onto the backlog that made this one wait.
+            log.warning(
+                "backfill archives nothing: earlier events are not applied",
+                extra={"backfill_id": backfill_id, "district_id": district_id, "error": str(exc)},
+            )
+            return _Outcome("guarded", start_event_id, missing, archived, str(exc))
     async with UnitOfWork(engine) as uow:
         for kind in ARCHIVED_KINDS:
             before = await backfills.live_ids(uow.connection, kind, district_id, started_at)
@@ -514,7 +539,7 @@ async def _publish_all(
             for kind in to_archive
         }
     if not row["archive_missing"]:
-        return "succeeded", start_event_id, missing, archived
+        return _Outcome("succeeded", start_event_id, missing, archived)
     share = settings.backfill_max_archive_share
     over = [kind for kind, ids in to_archive.items() if len(ids) > share * live[kind]]
     if over and not row["force"]:
@@ -529,7 +554,7 @@ async def _publish_all(
                 "live": {k: live[k] for k in over},
             },
         )
-        return "guarded", start_event_id, missing, archived
+        return _Outcome("guarded", start_event_id, missing, archived)
     async with _Publisher(ingestor, backfill_id, district_id, counts, chunk_events) as publisher:
         for kind, ids in to_archive.items():
             archived[kind] = 0
@@ -538,9 +563,8 @@ async def _publish_all(
                     objects = await backfills.stored_objects(
                         uow.connection, kind, ids[start : start + CHUNK_EVENTS]
                     )
-                now = datetime.now(UTC)
                 for obj, stored_created in objects:
-                    created = _iso(_after(now, stored_created))
+                    created = _iso(_after(listed_at[kind], stored_created))
                     parsed = publisher.parse(
                         kind, synthetic_event(backfill_id, kind, "deleted", obj, created)
                     )
@@ -548,7 +572,7 @@ async def _publish_all(
                         archived[kind] += 1
                         await publisher.add(kind, parsed)
         await publisher.flush()
-    return "succeeded", start_event_id, missing, archived
+    return _Outcome("succeeded", start_event_id, missing, archived)
 
 
 async def _district_state(

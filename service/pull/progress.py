@@ -186,8 +186,8 @@ class BackfillDisplay:
             parts.append("missing " + ", ".join(f"{k} {n}" for k, n in sorted(missing.items())))
         if archived:
             parts.append("archived " + ", ".join(f"{k} {n}" for k, n in sorted(archived.items())))
-        if row["status"] == "guarded":
+        if row["status"] == "guarded" and not row.get("error"):
             parts.append("nothing archived (over the allowed share; --force archives)")
-        if row.get("error"):
+        if row.get("error"):  # a guarded run's error says why it withheld the archive
             parts.append(f"error: {row['error']}")
         return "; ".join(parts)

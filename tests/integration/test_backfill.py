@@ -271,25 +271,54 @@ async def test_the_archive_step_waits_for_an_earlier_event_a_consumer_behind_sti
     kit: Kit,
 ) -> None:
     """A consumer behind: a student's event, received before the backfill, is still not applied
-    when the run has read every list (the student was unshared meanwhile). The archive step waits
-    until it is applied, then archives the student; Clever's clock an hour ahead of ours (the
-    event's time) does not make the archive stale."""
+    when the run has read every list (the student was unshared meanwhile). A run allowed to wait
+    1 s withholds the archive (guarded, cursor set); a run allowed longer waits until the event
+    is applied, then archives the student. Clever's clock an hour ahead of ours (the event's
+    time) does not make the archive stale; a second student, re-shared after the lists were
+    read but before the archive step, is restored by Clever's re-share event arriving after the
+    archive (the archive is dated when the list was read, not when it is published)."""
     district = kit.sim.district_ids[6]
-    student = next(u for u in kit.sim.records(district, "users") if "student" in u["roles"])
-    as_it_was = copy.deepcopy(student)
-    kit.sim.unshare(district, student["id"])
-    ahead = (datetime.now(UTC) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
-    event = {
-        "id": uuid.uuid4().hex[:24],
-        "type": "users.created",
-        "created": ahead,
-        "data": {"object": as_it_was},
-    }
+    student, other = [u for u in kit.sim.records(district, "users") if "student" in u["roles"]][:2]
+    events = []
+    for user, created in (
+        (student, datetime.now(UTC) + timedelta(hours=1)),  # Clever's clock an hour ahead
+        (other, datetime.now(UTC) - timedelta(minutes=1)),
+    ):
+        events.append(
+            {
+                "id": uuid.uuid4().hex[:24],
+                "type": "users.created",
+                "created": created.isoformat().replace("+00:00", "Z"),
+                "data": {"object": copy.deepcopy(user)},
+            }
+        )
+        kit.sim.unshare(district, user["id"])
     async with kit.engine.connect() as hold:
         # The consumer stalls at its first write to `users` until this transaction ends.
         await hold.execute(text("LOCK TABLE users IN SHARE MODE"))
-        delivery = Delivery("webhook", uuid.uuid4().hex, TRACEPARENT, datetime.now(UTC))
-        await kit.ingestor.ingest(parse_body(orjson.dumps(event), max_events=1), delivery)
+        for event in events:
+            delivery = Delivery("webhook", uuid.uuid4().hex, TRACEPARENT, datetime.now(UTC))
+            await kit.ingestor.ingest(parse_body(orjson.dumps(event), max_events=1), delivery)
+
+        # Waiting longer than allowed: the archive is withheld, not the run failed (a failed run
+        # keeps no cursor, so the next would publish the district again onto the backlog).
+        withheld = await run_backfill(
+            await request(kit, district),
+            engine=kit.engine,
+            client=kit.client,
+            ingestor=kit.ingestor,
+            settings=kit.settings,
+            runner="test-runner",
+            settle_seconds=1.0,
+        )
+        assert withheld.status == "guarded", withheld.backfill
+        assert withheld.backfill["archived"] == {}
+        assert "not applied" in withheld.backfill["error"]
+        async with kit.engine.connect() as conn:
+            cursor = await conn.scalar(
+                text("SELECT cursor_event_id FROM sync_districts WHERE id = :d"), {"d": district}
+            )
+        assert cursor == kit.sim.newest_event_id(district)
 
         backfill_id = await request(kit, district)
         run = asyncio.create_task(
@@ -311,15 +340,23 @@ async def test_the_archive_step_waits_for_an_earlier_event_a_consumer_behind_sti
                 if row["counts"].get("users", {}).get("published") == listed:
                     break
                 await asyncio.sleep(0.1)
+        # Shared again after the users were listed, before the archive step: Clever's event
+        # for it is newer than what the run saw, so the archive must not win over it.
+        (reshared,) = kit.sim.reshare(district, other["id"]).event_ids
         await asyncio.sleep(1.5)  # the run would have archived by now, had it not waited
         assert not run.done(), "the archive step ran with an earlier event not applied"
         await hold.rollback()
 
     result = await asyncio.wait_for(run, 60)
-    await caught_up(kit, district)
     assert result.status == "succeeded", result.backfill
-    assert result.backfill["archived"] == {"users": 1}
+    assert result.backfill["archived"] == {"users": 2}
+    # The re-share reaches the roster after the archive (as the poller would bring it).
+    event = next(e for e in kit.sim.events(district) if e["id"] == reshared)
+    delivery = Delivery("poller", uuid.uuid4().hex, TRACEPARENT, datetime.now(UTC))
+    await kit.ingestor.ingest(parse_body(orjson.dumps(event), max_events=1), delivery)
+    await caught_up(kit, district)
     assert (await get(kit, f"/v1/students/{student['id']}"))["deleted"] is True
+    assert (await get(kit, f"/v1/students/{other['id']}"))["deleted"] is False
     await assert_equals_truth(kit, district)
 
 
