@@ -19,9 +19,11 @@
    no Clever record the service can take (it fails the event validation) is counted `invalid`
    per kind, logged by id, and not published; the rest go on.
 4. Archive (unless the row says `archive_missing` false). First it waits until every event of
-   the district received so far, its own included, is applied: a consumer behind would
+   the district received before the run first started is applied: a consumer behind would
    otherwise create, after this step looked, a record the lists no longer return (it would
-   never be archived), and the guard's share would count too few live records. If they are not
+   never be archived). (The run's own events need no wait: they only update records the lists
+   returned; while they are unapplied, records new to the roster are missing from the guard's
+   live count, which makes the guard stricter, not looser.) If they are not
    applied within SETTLE_SECONDS, the run archives nothing and ends `guarded` with the reason
    as its error (its cursor still set: failing it would make the next run publish the whole
    district again onto the backlog that made it wait); a later run archives.
@@ -516,9 +518,10 @@ async def _publish_all(
     archived: dict[str, int] = {}
     to_archive: dict[str, list[str]] = {}
     if row["archive_missing"]:
-        # Everything received so far, this run's own events too: the guard's share counts them.
+        # Not the run's own events: they only update records the lists returned, which are never
+        # missing, and waiting for them would stall a run whose consumers are down for good.
         try:
-            await _settled(engine, backfill_id, district_id, datetime.now(UTC), settle_seconds)
+            await _settled(engine, backfill_id, district_id, started_at, settle_seconds)
         except NotSettled as exc:
             # Withheld, not failed: a failed run leaves no cursor, so the next one would publish
             # the whole district again onto the backlog that made this one wait.
