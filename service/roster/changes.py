@@ -1,7 +1,8 @@
 """What a committed roster write tells downstream products: the `roster.changes.v1` messages.
 
 Pure (no I/O). The consumer calls these for every record write the rules decided on (never for a
-stale or replayed event, so those publish nothing) and appends the result to the outbox in the
+stale or replayed event, nor for a write that leaves its record exactly as stored, so those
+publish nothing) and appends the result to the outbox in the
 same transaction. The dictionaries follow the models in `schemas/roster_changes.py` minus
 `sequence`, which the outbox numbers per key when it stores them.
 """

@@ -47,6 +47,18 @@ def decide(stored: Version | None, incoming: Version) -> Outcome:
     return Outcome.APPLIED if stored is None or incoming > stored else Outcome.STALE
 
 
+def may_be_unchanged(stored: Version | None, incoming: Version) -> bool:
+    """A write of a live record, itself live, at the stored `last_modified`: it may carry the very
+    object stored (Clever moves `last_modified` with every change; a re-sync sends it again).
+    Only such writes are worth comparing whole before telling downstream of them."""
+    return (
+        stored is not None
+        and not stored.delete
+        and not incoming.delete
+        and stored.at == incoming.at
+    )
+
+
 RecordKey = tuple[str, str]  # (record kind, record id)
 E = TypeVar("E")
 

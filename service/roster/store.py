@@ -52,6 +52,20 @@ async def stored_versions(
     }
 
 
+async def stored_objects(
+    conn: AsyncConnection, kind: str, ids: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The objects stored for these records, as Clever sent them (rows already locked by
+    `stored_versions`)."""
+    if not ids:
+        return {}
+    table = RECORD_TABLES[kind]
+    rows = await conn.execute(
+        select(table.c.id, table.c.data).where(table.c.id == any_(ids_param(sorted(ids))))
+    )
+    return {r.id: r.data for r in rows}
+
+
 async def section_students(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, set[str]]:
     """The stored student lists of these sections (before the batch rewrites them)."""
     if not ids:

@@ -3,7 +3,8 @@
 The I/O around the pure rules (`rules.plan_batch`): lock and read the stored versions of the
 records the events touch, plan newest-wins, re-check the single-school rule for the applied
 events against the roster as it was (alerts, with their messages), then write the winning rows
-and their memberships and append their downstream messages to the outbox. The caller (the
+and their memberships and append their downstream messages to the outbox (none for a write that
+leaves its record exactly as stored). The caller (the
 roster consumer, consumers/roster.py) owns the rest: decoding, the district locks and the skip of
 settled events before this runs, the savepoint around it, retrying events one by one, dead
 letters, and recording each event's outcome.
@@ -12,9 +13,10 @@ letters, and recording each event's outcome.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.clever import AnyEvent, Section, User
@@ -31,7 +33,14 @@ from service.roster.records import (
     user_school_links,
     version_of,
 )
-from service.roster.rules import Incoming, Outcome, Version, plan_batch
+from service.roster.rules import (
+    Incoming,
+    Outcome,
+    RecordKey,
+    Version,
+    may_be_unchanged,
+    plan_batch,
+)
 
 
 class Arrival(Protocol):
@@ -64,6 +73,8 @@ async def apply_events(conn: AsyncConnection, items: Sequence[Arrival]) -> dict[
         stored,
         [Incoming(d.event.id, record_key(d.event), version_of(d.event), d) for d in items],
     )
+    # Writes that leave the record as stored publish nothing downstream (see `_unchanged`).
+    unchanged = await _unchanged(conn, plan.writes, stored)
     rows_by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
     members: dict[str, list[tuple[str, str]]] = {}
     links: dict[str, list[tuple[str, str]]] = {}
@@ -104,6 +115,7 @@ async def apply_events(conn: AsyncConnection, items: Sequence[Arrival]) -> dict[
     messages = [
         message
         for (kind, record_id), write in plan.writes.items()
+        if (kind, record_id) not in unchanged
         for message in record_changes(
             write.payload.event, before.get(record_id, ()), previous_users.get(record_id)
         )
@@ -114,6 +126,32 @@ async def apply_events(conn: AsyncConnection, items: Sequence[Arrival]) -> dict[
     await store.replace_user_schools(conn, links)
     await outbox.append(conn, messages)
     return plan.outcomes
+
+
+async def _unchanged(
+    conn: AsyncConnection,
+    writes: Mapping[RecordKey, Incoming[Arrival]],
+    stored: Mapping[RecordKey, Version],
+) -> set[RecordKey]:
+    """The writes whose object is exactly the one stored, live: a re-sync's backfill, or a
+    record Clever sends again unchanged under a new event id. The write still moves the version
+    (newest wins as ever), but downstream learns nothing new, so it is told nothing (a re-sync of
+    a 50,000-student district would otherwise re-announce every record). Only a write at the
+    stored `last_modified` can be one (Clever moves it with every change), so only those
+    records' objects are read and compared."""
+    candidates: dict[str, dict[str, Incoming[Arrival]]] = defaultdict(dict)
+    for key, write in writes.items():
+        before = stored.get(key)
+        if may_be_unchanged(before, write.version):
+            candidates[key[0]][key[1]] = write
+    unchanged: set[RecordKey] = set()
+    for kind, by_id in sorted(candidates.items()):
+        held = await store.stored_objects(conn, kind, list(by_id))
+        for record_id, write in by_id.items():
+            incoming = orjson.loads(write.payload.event_json)["data"]["object"]
+            if record_id in held and held[record_id] == incoming:
+                unchanged.add((kind, record_id))
+    return unchanged
 
 
 def _deleted(version: Version | None) -> bool:

@@ -258,13 +258,30 @@ async def test_a_student_unshared_is_archived_by_the_next_backfill_and_their_ale
     opened = (await get(kit, f"/v1/alerts?student_id={student_id}"))["items"]
     assert [a["status"] for a in opened] == ["open"]
 
+    before = await _downstream(kit, district)
     kit.sim.unshare(district, student_id)
+    (updated,) = [
+        s for s, t in kit.sim.truth(district).items() if not t.deleted and s != student_id
+    ][:1]
+    kit.sim.update_student(district, updated)
     result = await backfill(kit, district)
     assert result.status == "succeeded", result.backfill
     assert result.backfill["archived"] == {"users": 1}
     assert (await get(kit, f"/v1/students/{student_id}"))["deleted"] is True
     after = (await get(kit, f"/v1/alerts?student_id={student_id}"))["items"]
     assert [(a["id"], a["status"]) for a in after] == [(opened[0]["id"], "resolved")]
+    # The re-sync tells downstream what changed, and only that: every other record it sent again
+    # is as stored (a re-sync must not re-announce the whole district).
+    new = sorted(set(await _downstream(kit, district)) - set(before))
+    assert [(key, kind) for key, kind, _ in new] == sorted(
+        [(student_id, "roster.student.deleted"), (updated, "roster.student.upserted")]
+    )
+
+
+async def _downstream(kit: Kit, district: str) -> list[tuple[str, str, int]]:
+    """The district's `roster.changes.v1` messages: (key, type, sequence)."""
+    messages = await read_cloudevents(kit.services.kafka_bootstrap, CHANGES_TOPIC, district)
+    return [(m.key, m.type, m.sequence) for m in messages]
 
 
 async def test_the_archive_step_waits_for_an_earlier_event_a_consumer_behind_still_holds(

@@ -17,6 +17,7 @@ from service.roster.rules import (
     RecordKey,
     Version,
     decide,
+    may_be_unchanged,
     plan_batch,
     student_schools,
 )
@@ -131,3 +132,14 @@ def test_a_record_shared_again_after_its_delete_comes_back(kind: str) -> None:
 
 def test_student_schools_union_sorted() -> None:
     assert student_schools(["b", "a"], ["c", "a"]) == ["a", "b", "c"]
+
+
+def test_only_a_live_write_of_a_live_record_at_its_last_modified_may_be_unchanged() -> None:
+    """The consumer compares objects (to publish nothing for a re-sync) only for these."""
+    live = Version(T0, T0, False, "e1")
+    resync = Version(T0, T0 + timedelta(days=1), False, "e2")
+    assert may_be_unchanged(live, resync)
+    assert not may_be_unchanged(None, resync)  # a new record
+    assert not may_be_unchanged(Version(T0, T0, True, "e1"), resync)  # shared again
+    assert not may_be_unchanged(live, Version(T0, T0 + timedelta(days=1), True, "e2"))  # archived
+    assert not may_be_unchanged(live, Version(T0 + timedelta(seconds=1), T0, False, "e2"))
