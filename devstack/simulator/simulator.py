@@ -86,6 +86,11 @@ class CleverSimulator:
         for _ in range(districts):
             self.add_district()
 
+    def __repr__(self) -> str:
+        # A failing test's traceback shows its simulator this way: the seed reproduces its data.
+        districts = len(self._districts)
+        return f"CleverSimulator(seed={self.seed}, size={self.size}, districts={districts})"
+
     # --- districts and tokens ------------------------------------------------------------
     @property
     def district_ids(self) -> list[str]:

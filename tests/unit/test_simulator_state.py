@@ -165,3 +165,7 @@ def test_the_rate_limit_counts_per_token_in_fixed_windows() -> None:
     assert headers["X-RateLimit-Remaining"] == "0"
     assert limiter.admit("other", now=102.0)[0]
     assert limiter.admit("t", now=160.0)[0]
+
+
+def test_its_repr_names_the_seed_a_failing_test_needs() -> None:
+    assert repr(CleverSimulator(seed=5, size=SIZE)).startswith("CleverSimulator(seed=5, ")
