@@ -20,7 +20,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.db.migrate import code_revisions, schema_problem
+from service.db.migrate import applied_revisions, code_revisions, schema_problem
 from service.deps import EngineDep, KafkaDep
 from service.kafka.gateway import KafkaGateway
 from service.metrics import OPEN_ALERT_LABELS, process_registry
@@ -52,17 +52,8 @@ async def database_problems(
     """`{"database": why}` when it does not answer, `{"schema": why}` when its schema is not at
     the code's migration head, `{}` when both are fine."""
 
-    async def applied() -> list[str] | None:
-        async with engine.connect() as connection:
-            if not await connection.scalar(
-                text("SELECT to_regclass('alembic_version') IS NOT NULL")
-            ):
-                return None
-            rows = await connection.scalars(text("SELECT version_num FROM alembic_version"))
-            return list(rows.all())
-
     try:
-        versions = await asyncio.wait_for(applied(), timeout)
+        versions = await asyncio.wait_for(applied_revisions(engine), timeout)
     except Exception as exc:
         return {"database": f"query failed: {type(exc).__name__}"}
     problem = schema_problem(versions, *code_revisions())

@@ -17,6 +17,7 @@ from prometheus_client import start_http_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import reach, tracing
+from service.db import migrate
 from service.db.engine import database_url, make_engine
 from service.kafka.config import bootstrap_servers, producer_options, topic_durability
 from service.kafka.topics import Durability, ensure_topics
@@ -55,6 +56,34 @@ async def wait_for_topics(
         )
 
     return await retrying(attempt, first=0.2, most=5.0, on_retry=failed, stop=stop)
+
+
+class SchemaBehind(Exception):
+    """The database's schema is behind this code's migrations; `str()` says by how much."""
+
+
+async def wait_for_schema(engine: AsyncEngine, stop: asyncio.Event) -> bool:
+    """Waits until the database's schema is at this code's migration head (or ahead: a rolling
+    deploy runs the migrate Job first), logging why not in one line at each try; False if
+    stopped first. A worker on an older schema would otherwise fail at its first write, on a
+    column or table it does not find, and keep failing."""
+
+    async def attempt() -> bool:
+        if stop.is_set():
+            return False
+        problem = await migrate.schema_behind(engine)
+        if problem is not None:
+            raise SchemaBehind(problem)
+        return True
+
+    def failed(exc: Exception, wait: float) -> None:
+        why = str(exc) if isinstance(exc, SchemaBehind) else reach.cause(exc)
+        log.warning(
+            f"the database schema is not ready: {why}; retrying in {wait:g} s",
+            extra={"error": type(exc).__name__, "retry_in_s": wait},
+        )
+
+    return await retrying(attempt, first=1.0, most=30.0, on_retry=failed, stop=stop)
 
 
 def serve_metrics(port: int, host: str, what: str) -> None:
@@ -115,8 +144,14 @@ async def run_worker(
             return
     if not await wait_for_topics(bootstrap, stop, topic_durability(settings)):
         return
-    serve_metrics(metrics_port, settings.http_host, what)
     engine = make_engine(url, pool_size=pool_size)
+    try:
+        if not await wait_for_schema(engine, stop):
+            return
+    except BaseException:
+        await engine.dispose()
+        raise
+    serve_metrics(metrics_port, settings.http_host, what)
     options = producer_options(bootstrap)
     producer = AIOKafkaProducer(**options)
     worker = build(Opened(bootstrap, engine, producer, options))

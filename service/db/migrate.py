@@ -8,6 +8,8 @@ from collections.abc import Collection
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.paths import project_root
 
@@ -51,3 +53,18 @@ def schema_problem(
         return None  # migrated by newer code
     at = f"at revision {', '.join(sorted(applied))}, the code's head is {', '.join(sorted(heads))}"
     return f"{at} (run `roster migrate`)"
+
+
+async def applied_revisions(engine: AsyncEngine) -> list[str] | None:
+    """The revisions the database's `alembic_version` holds (None: no such table)."""
+    async with engine.connect() as connection:
+        if not await connection.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL")):
+            return None
+        rows = await connection.scalars(text("SELECT version_num FROM alembic_version"))
+        return list(rows.all())
+
+
+async def schema_behind(engine: AsyncEngine) -> str | None:
+    """Why the database's schema is behind this code's migrations (see `schema_problem`), or
+    None when it is at their head or ahead."""
+    return schema_problem(await applied_revisions(engine), *code_revisions())
