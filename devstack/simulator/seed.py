@@ -87,7 +87,7 @@ class Size:
     contacts: int | None = None
     staff: int | None = None
     sections_per_student: int = 3
-    two_school_share: float = 0.05  # students also in one section of a second school
+    two_school_share: float = 0.05  # of students also in one section of a second school (>= 1)
 
     def __post_init__(self) -> None:
         if self.schools < 1 or self.students < 0 or self.sections < self.schools:
@@ -296,11 +296,17 @@ def seed_district(district: SimDistrict, rng: random.Random, size: Size, epoch: 
         sections.extend(listed)
         school_sections.append(listed)
 
-    for student, home in zip(students, homes, strict=True):
+    # Exactly round(share * students) in two schools, at least one when the share is not zero:
+    # a small district drawn student by student could have none (tests rely on some).
+    two_schools: set[int] = set()
+    if size.schools > 1 and size.two_school_share > 0 and students:
+        wanted = max(1, round(size.two_school_share * len(students)))
+        two_schools = set(rng.sample(range(len(students)), min(wanted, len(students))))
+    for number, (student, home) in enumerate(zip(students, homes, strict=True)):
         available = school_sections[home]
         for section in rng.sample(available, min(size.sections_per_student, len(available))):
             section["students"].append(student["id"])
-        if size.schools > 1 and rng.random() < size.two_school_share:
+        if number in two_schools:
             other = rng.choice([i for i in range(size.schools) if i != home])
             rng.choice(school_sections[other])["students"].append(student["id"])
             role = student["roles"]["student"]

@@ -169,3 +169,10 @@ def test_the_rate_limit_counts_per_token_in_fixed_windows() -> None:
 
 def test_its_repr_names_the_seed_a_failing_test_needs() -> None:
     assert repr(CleverSimulator(seed=5, size=SIZE)).startswith("CleverSimulator(seed=5, ")
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_share_in_two_schools_is_exact_and_never_none(seed: int) -> None:
+    sim = CleverSimulator(seed=seed, size=Size(schools=4, students=60, sections=12))
+    (d,) = sim.district_ids
+    assert sum(len(t.schools) > 1 for t in sim.truth(d).values()) == 3  # 5% of 60
