@@ -23,6 +23,11 @@ class Decoded:
     event: AnyEvent
     event_json: str  # as received
 
+    @property
+    def announce(self) -> bool:
+        """Downstream hears of this write even if it leaves the record as stored."""
+        return self.headers.get(h.ANNOUNCE) == "1"
+
 
 @dataclass(frozen=True)
 class Poison:

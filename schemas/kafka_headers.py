@@ -11,6 +11,9 @@ EVENT_TYPE = "event-type"
 SOURCE = "source"
 RECEIVED_AT = "received-at"  # ISO 8601, UTC, when the door received the event
 TRACEPARENT = "traceparent"  # W3C trace context
+# "1" on the events of a backfill an operator asked for: the consumer tells downstream of every
+# record it writes, even one left exactly as stored (a re-announcement of the district).
+ANNOUNCE = "announce"
 
 SOURCES = ("webhook", "poller", "backfill")
 

@@ -15,7 +15,10 @@
    "created": <when its page was read>, "data": {"object": <the record as Clever sent it>}}`
    through the webhook door's `Ingestor` (source `backfill`), in chunks of at most 5,000.
    The ids are deterministic per run and record, so a resumed run publishes nothing twice: the
-   door's dedupe (the event log) answers each id seen before as a duplicate. A record that is
+   door's dedupe (the event log) answers each id seen before as a duplicate. A run an operator
+   asked for (reason `api` or `cli`) sends its events with the `announce` header: the consumer
+   then tells downstream of every record, even one left exactly as stored (re-announcing a
+   district); an automatic run's unchanged records publish nothing downstream. A record that is
    no Clever record the service can take (it fails the event validation) is counted `invalid`
    per kind, logged by id, and not published; the rest go on.
 4. Archive (unless the row says `archive_missing` false). First it waits until every event of
@@ -233,8 +236,10 @@ class _Publisher:
         district_id: str,
         counts: _Counts,
         chunk_events: int,
+        announce: bool,
     ) -> None:
         self._ingestor = ingestor
+        self._announce = announce
         self._chunk_events = chunk_events
         self._backfill_id = backfill_id
         self._district_id = district_id
@@ -316,6 +321,7 @@ class _Publisher:
                     delivery_id=f"backfill:{self._backfill_id}:{number}",
                     traceparent=self._trace,
                     received_at=datetime.now(UTC),
+                    announce=self._announce,
                 )
                 await self._ingestor.ingest(events, delivery)
 
@@ -490,10 +496,14 @@ async def _publish_all(
         assert stored is not None
         start_event_id = stored["start_event_id"]
 
-    # 2. Every list, published as it is read.
+    # 2. Every list, published as it is read. A run an operator asked for re-announces every
+    # record downstream; an automatic one (first contact, a refused cursor) only what changed.
+    announce = row["reason"] in backfills.REQUESTED
     seen: dict[str, set[str]] = {kind: set() for kind in KINDS}
     listed_at: dict[str, datetime] = {}  # when each kind's first list began to be read
-    async with _Publisher(ingestor, backfill_id, district_id, counts, chunk_events) as publisher:
+    async with _Publisher(
+        ingestor, backfill_id, district_id, counts, chunk_events, announce
+    ) as publisher:
         for kind, path, params in LISTS:
             listed_at.setdefault(kind, datetime.now(UTC))
             async for page in client.pages(district_id, path, params):
@@ -558,7 +568,9 @@ async def _publish_all(
             },
         )
         return _Outcome("guarded", start_event_id, missing, archived)
-    async with _Publisher(ingestor, backfill_id, district_id, counts, chunk_events) as publisher:
+    async with _Publisher(
+        ingestor, backfill_id, district_id, counts, chunk_events, announce
+    ) as publisher:
         for kind, ids in to_archive.items():
             archived[kind] = 0
             for start in range(0, len(ids), CHUNK_EVENTS):  # reads of stored objects

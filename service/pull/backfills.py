@@ -31,6 +31,7 @@ from service.settings import Settings
 
 STATUSES = ("running", "succeeded", "failed", "guarded")
 REASONS = ("api", "cli", "first_contact", "cursor_refused")
+REQUESTED = ("api", "cli")  # asked for by an operator (the others the poller starts by itself)
 # A runner beats at least this often (seconds) while it runs ...
 HEARTBEAT_SECONDS = 5.0
 # ... so a running row whose heartbeat is older than this is an interrupted run that the next

@@ -52,18 +52,22 @@ async def stored_versions(
     }
 
 
-async def stored_objects(
-    conn: AsyncConnection, kind: str, ids: Sequence[str]
-) -> dict[str, dict[str, Any]]:
-    """The objects stored for these records, as Clever sent them (rows already locked by
-    `stored_versions`)."""
-    if not ids:
-        return {}
-    table = RECORD_TABLES[kind]
+async def stored_as(conn: AsyncConnection, kind: str, events: dict[str, str]) -> set[str]:
+    """The records among `events` (record id -> the whole event's JSON as received) whose stored
+    object is exactly the event's object (compared as jsonb, in the database: neither side is
+    shipped back or decoded here)."""
+    if not events:
+        return set()
+    ids = sorted(events)
     rows = await conn.execute(
-        select(table.c.id, table.c.data).where(table.c.id == any_(ids_param(sorted(ids))))
+        text(
+            f"SELECT t.id FROM {RECORD_TABLES[kind].name} t "
+            "JOIN unnest(CAST(:ids AS text[]), CAST(:events AS text[])) AS u(id, event) "
+            "ON t.id = u.id WHERE t.data = CAST(u.event AS jsonb) -> 'data' -> 'object'"
+        ),
+        {"ids": ids, "events": [events[i] for i in ids]},
     )
-    return {r.id: r.data for r in rows}
+    return set(rows.scalars())
 
 
 async def section_students(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, set[str]]:

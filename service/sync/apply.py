@@ -16,7 +16,6 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.clever import AnyEvent, Section, User
@@ -52,6 +51,12 @@ class Arrival(Protocol):
     @property
     def event_json(self) -> str:
         """The whole event's JSON as received (stored as is: see `store.upsert_records`)."""
+        ...
+
+    @property
+    def announce(self) -> bool:
+        """Downstream hears of its write even if it leaves the record as stored (a backfill an
+        operator asked for)."""
         ...
 
 
@@ -136,21 +141,20 @@ async def _unchanged(
     """The writes whose object is exactly the one stored, live: a re-sync's backfill, or a
     record Clever sends again unchanged under a new event id. The write still moves the version
     (newest wins as ever), but downstream learns nothing new, so it is told nothing (a re-sync of
-    a 50,000-student district would otherwise re-announce every record). Only a write at the
+    a 50,000-student district would otherwise re-announce every record), unless its event says
+    `announce` (a backfill an operator asked for: the way to repair downstream, a subscriber that
+    lost its state or a parked message, is to re-announce). Only a write at the
     stored `last_modified` can be one (Clever moves it with every change), so only those
     records' objects are read and compared."""
     candidates: dict[str, dict[str, Incoming[Arrival]]] = defaultdict(dict)
     for key, write in writes.items():
         before = stored.get(key)
-        if may_be_unchanged(before, write.version):
+        if may_be_unchanged(before, write.version) and not write.payload.announce:
             candidates[key[0]][key[1]] = write
     unchanged: set[RecordKey] = set()
     for kind, by_id in sorted(candidates.items()):
-        held = await store.stored_objects(conn, kind, list(by_id))
-        for record_id, write in by_id.items():
-            incoming = orjson.loads(write.payload.event_json)["data"]["object"]
-            if record_id in held and held[record_id] == incoming:
-                unchanged.add((kind, record_id))
+        events = {record_id: write.payload.event_json for record_id, write in by_id.items()}
+        unchanged.update((kind, r) for r in await store.stored_as(conn, kind, events))
     return unchanged
 
 

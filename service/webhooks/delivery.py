@@ -19,6 +19,7 @@ class Delivery:
     delivery_id: str
     traceparent: str
     received_at: datetime
+    announce: bool = False  # its events re-announce unchanged records downstream (h.ANNOUNCE)
     # Formatted once per body, at construction: every delivery needs both, and a cached_property
     # takes a lock on its first access in Python 3.11 (about 1 us more per request).
     received_iso: str = field(init=False)
@@ -35,6 +36,7 @@ class Delivery:
                 (h.RECEIVED_AT, received_iso.encode()),
                 (h.TRACEPARENT, self.traceparent.encode()),
                 ("webhook-id", self.delivery_id.encode()),
+                *([(h.ANNOUNCE, b"1")] if self.announce else []),
             ],
         )
 

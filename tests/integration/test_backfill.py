@@ -96,17 +96,17 @@ async def kit(services: Services, engine: AsyncEngine) -> AsyncIterator[Kit]:
             await http.aclose()
 
 
-async def request(kit: Kit, district: str, **options: Any) -> str:
+async def request(kit: Kit, district: str, reason: str = "api", **options: Any) -> str:
     async with UnitOfWork(kit.engine) as uow:
-        row = await backfills.insert(uow.connection, district, reason="api", **options)
+        row = await backfills.insert(uow.connection, district, reason=reason, **options)
         assert row is not None
         await uow.commit()
     return str(row["id"])
 
 
-async def backfill(kit: Kit, district: str, **options: Any) -> BackfillResult:
+async def backfill(kit: Kit, district: str, reason: str = "api", **options: Any) -> BackfillResult:
     """Requests and runs one backfill of `district`, then waits until the consumer applied it."""
-    backfill_id = await request(kit, district, **options)
+    backfill_id = await request(kit, district, reason, **options)
     result = await run_backfill(
         backfill_id,
         engine=kit.engine,
@@ -260,22 +260,52 @@ async def test_a_student_unshared_is_archived_by_the_next_backfill_and_their_ale
 
     before = await _downstream(kit, district)
     kit.sim.unshare(district, student_id)
-    (updated,) = [
+    updated, renamed = [
         s for s, t in kit.sim.truth(district).items() if not t.deleted and s != student_id
-    ][:1]
+    ][:2]
     kit.sim.update_student(district, updated)
-    result = await backfill(kit, district)
+    # A change at the stored last_modified (later created wins the tie): an object compared
+    # whole, not judged by its time, so it is told downstream.
+    users = kit.sim.records(district, "users")
+    record = copy.deepcopy(next(u for u in users if u["id"] == renamed))
+    record["name"]["first"] = "Renamed"
+    event = {
+        "id": uuid.uuid4().hex[:24],
+        "type": "users.updated",
+        "created": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "data": {"object": record},
+    }
+    delivery = Delivery("webhook", uuid.uuid4().hex, TRACEPARENT, datetime.now(UTC))
+    await kit.ingestor.ingest(parse_body(orjson.dumps(event), max_events=1), delivery)
+    await caught_up(kit, district)
+    assert (await get(kit, f"/v1/students/{renamed}"))["name"]["first"] == "Renamed"
+
+    result = await backfill(kit, district, reason="cursor_refused")  # one the poller starts
     assert result.status == "succeeded", result.backfill
     assert result.backfill["archived"] == {"users": 1}
     assert (await get(kit, f"/v1/students/{student_id}"))["deleted"] is True
     after = (await get(kit, f"/v1/alerts?student_id={student_id}"))["items"]
     assert [(a["id"], a["status"]) for a in after] == [(opened[0]["id"], "resolved")]
     # The re-sync tells downstream what changed, and only that: every other record it sent again
-    # is as stored (a re-sync must not re-announce the whole district).
-    new = sorted(set(await _downstream(kit, district)) - set(before))
+    # is as stored (a re-sync must not re-announce the whole district). The renamed student is
+    # told twice: renamed, then back as the sync has it.
+    after_resync = await _downstream(kit, district)
+    new = sorted(set(after_resync) - set(before))
     assert [(key, kind) for key, kind, _ in new] == sorted(
-        [(student_id, "roster.student.deleted"), (updated, "roster.student.upserted")]
+        [
+            (student_id, "roster.student.deleted"),
+            (updated, "roster.student.upserted"),
+            (renamed, "roster.student.upserted"),
+            (renamed, "roster.student.upserted"),
+        ]
     )
+    assert (await get(kit, f"/v1/students/{renamed}"))["name"]["first"] != "Renamed"
+
+    # A backfill an operator asks for re-announces every record (downstream's way to recover).
+    assert (await backfill(kit, district)).status == "succeeded"
+    again = set(await _downstream(kit, district)) - set(after_resync)
+    live = {s for s, t in kit.sim.truth(district).items() if not t.deleted}
+    assert {key for key, kind, _ in again if kind == "roster.student.upserted"} == live
 
 
 async def _downstream(kit: Kit, district: str) -> list[tuple[str, str, int]]:
