@@ -108,6 +108,14 @@ _ERRNO = re.compile(r"\[Errno (-?\d+)\] ?(.*)$")
 
 def cause(exc: BaseException) -> str:
     """What went wrong, in a few words, without the statement, the URL or any credential."""
+    # SQLAlchemy wraps the driver's error (`orig`), whose own cause is asyncpg's: name that one.
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, BaseException) and orig is not exc:
+        return cause(orig)
+    if isinstance(exc.__cause__, asyncpg.PostgresError) and not isinstance(
+        exc, asyncpg.PostgresError
+    ):
+        return cause(exc.__cause__)
     if isinstance(exc, Unreachable):
         return exc.cause
     if isinstance(exc, (TimeoutError, KafkaTimeoutError)):

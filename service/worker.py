@@ -71,7 +71,7 @@ async def wait_for_schema(engine: AsyncEngine, stop: asyncio.Event) -> bool:
     async def attempt() -> bool:
         if stop.is_set():
             return False
-        problem = await migrate.schema_behind(engine)
+        problem = await asyncio.wait_for(migrate.schema_behind(engine), reach.PROBE_TIMEOUT_S)
         if problem is not None:
             raise SchemaBehind(problem)
         return True
@@ -144,14 +144,18 @@ async def run_worker(
             return
     if not await wait_for_topics(bootstrap, stop, topic_durability(settings)):
         return
+    # Served before the schema wait: a worker waiting for a long migrate Job is alive, and its
+    # start-up probe must not have it restarted over and over.
+    serve_metrics(metrics_port, settings.http_host, what)
     engine = make_engine(url, pool_size=pool_size)
     try:
-        if not await wait_for_schema(engine, stop):
-            return
+        ready = await wait_for_schema(engine, stop)
     except BaseException:
         await engine.dispose()
         raise
-    serve_metrics(metrics_port, settings.http_host, what)
+    if not ready:  # stopped while waiting
+        await engine.dispose()
+        return
     options = producer_options(bootstrap)
     producer = AIOKafkaProducer(**options)
     worker = build(Opened(bootstrap, engine, producer, options))

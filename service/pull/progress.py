@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from service.pull.backfill import KINDS
+from service.pull.backfills import REQUESTED
 from service.pull.command import Progress
 
 # 2 and 3 are the CLI's for a setting (or no token) and an unreachable dependency.
@@ -190,4 +191,9 @@ class BackfillDisplay:
             parts.append("nothing archived (over the allowed share; --force archives)")
         if row.get("error"):  # a guarded run's error says why it withheld the archive
             parts.append(f"error: {row['error']}")
+        if row.get("reason") not in (None, *REQUESTED):
+            parts.append(
+                f"it was the poller's own ({row['reason']}): records it found as stored were not "
+                "re-announced downstream (run roster backfill again to re-announce them)"
+            )
         return "; ".join(parts)

@@ -91,5 +91,9 @@ def test_the_display_without_a_terminal_prints_one_line_per_change_and_a_summary
     ]
     summary = display.summary(ended)
     assert "guarded" in summary and "missing users 2" in summary and "--force" in summary
+    assert "re-announce" not in summary  # a row without a reason, or the operator's own
+    assert "re-announce" not in display.summary(ended | {"reason": "cli"})
+    followed = display.summary(ended | {"reason": "cursor_refused"})
+    assert "poller's own (cursor_refused)" in followed and "run roster backfill again" in followed
     table = Console(file=io.StringIO(), width=200)
     table.print(display.render(Progress(row, True, "run by p1", None)))

@@ -12,7 +12,9 @@ import sys
 import time
 from collections.abc import Iterator
 
+import asyncpg
 import pytest
+from sqlalchemy.exc import ProgrammingError
 
 from service import reach
 from service.paths import project_root
@@ -165,3 +167,15 @@ def test_addresses_carry_no_credentials() -> None:
     assert reach.url_address("https://user:tok@api.clever.com/v3.0/events?key=k") == (
         "https://api.clever.com/v3.0/events"
     )
+
+
+def test_a_database_error_wrapped_by_sqlalchemy_is_named_by_the_server_s_message() -> None:
+    """A reachable database whose query fails (a worker's schema check): the cause is what the
+    server said, not the wrapper's class name."""
+    server = asyncpg.exceptions.InsufficientPrivilegeError(
+        "permission denied for table alembic_version"
+    )
+    adapted = Exception("the driver adapter's copy")
+    adapted.__cause__ = server
+    wrapped = ProgrammingError("SELECT version_num FROM alembic_version", {}, adapted)
+    assert reach.cause(wrapped) == "permission denied for table alembic_version"
