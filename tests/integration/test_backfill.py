@@ -107,16 +107,24 @@ async def request(kit: Kit, district: str, reason: str = "api", **options: Any) 
 async def backfill(kit: Kit, district: str, reason: str = "api", **options: Any) -> BackfillResult:
     """Requests and runs one backfill of `district`, then waits until the consumer applied it."""
     backfill_id = await request(kit, district, reason, **options)
-    result = await run_backfill(
+    result = await kit_run(kit, backfill_id)
+    await caught_up(kit, district)
+    return result
+
+
+async def kit_run(
+    kit: Kit, backfill_id: str, runner: str = "test-runner", **options: Any
+) -> BackfillResult:
+    """`run_backfill` with the kit's engine, client, ingestor and settings."""
+    return await run_backfill(
         backfill_id,
         engine=kit.engine,
         client=kit.client,
         ingestor=kit.ingestor,
         settings=kit.settings,
-        runner="test-runner",
+        runner=runner,
+        **options,
     )
-    await caught_up(kit, district)
-    return result
 
 
 async def caught_up(kit: Kit, district: str) -> None:
@@ -349,13 +357,9 @@ async def test_the_archive_step_waits_for_an_earlier_event_a_consumer_behind_sti
 
         # Waiting longer than allowed: the archive is withheld, not the run failed (a failed run
         # keeps no cursor, so the next would publish the district again onto the backlog).
-        withheld = await run_backfill(
+        withheld = await kit_run(
+            kit,
             await request(kit, district),
-            engine=kit.engine,
-            client=kit.client,
-            ingestor=kit.ingestor,
-            settings=kit.settings,
-            runner="test-runner",
             settle_seconds=1.0,
         )
         assert withheld.status == "guarded", withheld.backfill
@@ -368,16 +372,7 @@ async def test_the_archive_step_waits_for_an_earlier_event_a_consumer_behind_sti
         assert cursor == kit.sim.newest_event_id(district)
 
         backfill_id = await request(kit, district)
-        run = asyncio.create_task(
-            run_backfill(
-                backfill_id,
-                engine=kit.engine,
-                client=kit.client,
-                ingestor=kit.ingestor,
-                settings=kit.settings,
-                runner="test-runner",
-            )
-        )
+        run = asyncio.create_task(kit_run(kit, backfill_id))
         listed = len(kit.sim.records(district, "users"))
         async with asyncio.timeout(60):
             while True:
@@ -415,12 +410,9 @@ async def test_an_interrupted_backfill_resumed_publishes_nothing_twice_downstrea
     # Slow pages and small chunks: the run is cancelled with some chunks published, some not.
     kit.sim.slow_pages(0.5, district_id=district, path="/v3.0/users")
     first = asyncio.create_task(
-        run_backfill(
+        kit_run(
+            kit,
             backfill_id,
-            engine=kit.engine,
-            client=kit.client,
-            ingestor=kit.ingestor,
-            settings=kit.settings,
             runner="first-runner",
             chunk_events=20,
         )
@@ -445,12 +437,9 @@ async def test_an_interrupted_backfill_resumed_publishes_nothing_twice_downstrea
     # The source changes before the run resumes: the resumed run keeps its start event, and the
     # changes reach the roster from the Events API after it (as the poller reads them).
     kit.sim.a_day_of_changes(district, 10)
-    resumed = await run_backfill(
+    resumed = await kit_run(
+        kit,
         backfill_id,
-        engine=kit.engine,
-        client=kit.client,
-        ingestor=kit.ingestor,
-        settings=kit.settings,
         runner="second-runner",
         stale_after=0.0,  # the first runner's heartbeat counts as stale at once
         chunk_events=20,
@@ -554,14 +543,7 @@ async def test_the_routes_request_one_backfill_at_a_time_and_show_it(kit: Kit) -
     assert (await client.get(f"/v1/backfills/{body['id']}")).status_code == 401
 
     # A poller would run it; here the test does, and the route shows how it ended.
-    result = await run_backfill(
-        body["id"],
-        engine=kit.engine,
-        client=kit.client,
-        ingestor=kit.ingestor,
-        settings=kit.settings,
-        runner="test-runner",
-    )
+    result = await kit_run(kit, body["id"])
     assert result.status == "succeeded"
     ended = (await client.get(f"/v1/backfills/{body['id']}", headers=ADMIN)).json()
     assert ended["status"] == "succeeded" and ended["finished_at"] is not None
