@@ -59,6 +59,7 @@ import asyncio
 import hashlib
 import logging
 import random
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -388,9 +389,10 @@ async def run_backfill(
     )
     counts = _Counts()
     try:
-        outcome = await _run(
+        work = _publish_all(
             row, engine, client, ingestor, settings, runner, counts, chunk_events, settle_seconds
         )
+        outcome = await _run(row, engine, runner, counts, work)
     except (BackfillTakenOver, LeaseLost, asyncio.CancelledError):
         raise
     except (CleverError, Unavailable, BodyRejected, OSError, TimeoutError) as exc:
@@ -429,22 +431,15 @@ async def run_backfill(
 async def _run(
     row: RowMapping,
     engine: AsyncEngine,
-    client: CleverClient,
-    ingestor: Ingestor,
-    settings: Settings,
     runner: str,
     counts: _Counts,
-    chunk_events: int,
-    settle_seconds: float,
+    publish_all: Coroutine[Any, Any, _Outcome],
 ) -> _Outcome:
+    """Runs `publish_all` (the run's work) beside the heartbeat; whichever ends first ends both."""
     backfill_id: str = row["id"]
     district_id: str = row["district_id"]
     heartbeat = asyncio.create_task(_heartbeat(engine, backfill_id, runner, counts))
-    work = asyncio.create_task(
-        _publish_all(
-            row, engine, client, ingestor, settings, runner, counts, chunk_events, settle_seconds
-        )
-    )
+    work = asyncio.create_task(publish_all)
     try:
         done, _ = await asyncio.wait({work, heartbeat}, return_when=asyncio.FIRST_COMPLETED)
         if work in done:

@@ -117,14 +117,21 @@ def _day(sim: CleverSimulator, district: str, n: int) -> None:
     sim.a_day_of_changes(district, n)
 
 
-async def test_a_backfilled_then_polled_district_under_faults_and_a_kill_equals_the_truth(
-    services: Services, engine: AsyncEngine, api: Api, tmp_path: Path
-) -> None:
+async def _simulated_district(api: Api) -> tuple[CleverSimulator, str, str]:
+    """A simulated district with a program for everyone in it and a single-school program for
+    one of its schools: the simulator, the district and that school."""
     sim = CleverSimulator(size=SIZE)
     (district,) = sim.district_ids
     granted_school = sim.records(district, "schools")[0]["id"]
     await _assign(api, EVERYONE, "district", district)
     await _assign(api, SINGLE_SCHOOL, "school", granted_school)
+    return sim, district, granted_school
+
+
+async def test_a_backfilled_then_polled_district_under_faults_and_a_kill_equals_the_truth(
+    services: Services, engine: AsyncEngine, api: Api, tmp_path: Path
+) -> None:
+    sim, district, granted_school = await _simulated_district(api)
     group = await fresh_group(services, "e2e")
     async with (
         serving(sim) as running,
@@ -190,11 +197,7 @@ async def _backfills(engine: AsyncEngine, district: str) -> list[dict[str, Any]]
 async def test_a_cursor_clever_no_longer_has_starts_a_backfill_by_itself(
     services: Services, engine: AsyncEngine, api: Api
 ) -> None:
-    sim = CleverSimulator(size=SIZE)
-    (district,) = sim.district_ids
-    granted_school = sim.records(district, "schools")[0]["id"]
-    await _assign(api, EVERYONE, "district", district)
-    await _assign(api, SINGLE_SCHOOL, "school", granted_school)
+    sim, district, granted_school = await _simulated_district(api)
     group = await fresh_group(services, "expired")
     async with (
         serving(sim) as running,
