@@ -26,15 +26,15 @@
    otherwise create, after this step looked, a record the lists no longer return (it would
    never be archived). (The run's own events need no wait: they only update records the lists
    returned; while they are unapplied, records new to the roster are missing from the guard's
-   live count, which makes the guard stricter, not looser.) If they are not
-   applied within SETTLE_SECONDS, the run archives nothing and ends `guarded` with the reason
-   as its error (its cursor still set: failing it would make the next run publish the whole
-   district again onto the backlog that made it wait); a later run archives.
+   live count, which makes the guard stricter, not looser.) If they are not applied within
+   SETTLE_SECONDS, the run archives nothing and ends `guarded` with the reason as its error
+   (its cursor still set: failing it would make the next run publish the whole district again
+   onto the backlog that made it wait); a later run archives.
    Then per kind (schools, terms, courses, sections, users), the roster's live rows of the
    district that this run did not return and whose stored version came from an event received
    before the run first started (so a record an event created meanwhile is not archived) are
-   missing. If, for any kind, more than `ROSTER_BACKFILL_MAX_ARCHIVE_SHARE`
-   of its live rows are missing and the row does not say `force`, nothing is archived and the
+   missing. If, for any kind, more than `ROSTER_BACKFILL_MAX_ARCHIVE_SHARE` of its live rows
+   are missing and the row does not say `force`, nothing is archived and the
    run ends `guarded` (a misconfigured SIS can briefly share nothing). Otherwise each missing
    record is published as `<kind>.deleted` carrying the object the roster holds, id
    sha256("...:deleted")[:24], created when its kind's list began to be read (a re-share

@@ -2,9 +2,9 @@
 
 Pure (no I/O). The consumer calls these for every record write the rules decided on (never for a
 stale or replayed event, nor for a write that leaves its record exactly as stored, so those
-publish nothing) and appends the result to the outbox in the
-same transaction. The dictionaries follow the models in `schemas/roster_changes.py` minus
-`sequence`, which the outbox numbers per key when it stores them.
+publish nothing) and appends the result to the outbox in the same transaction. The dictionaries
+follow the models in `schemas/roster_changes.py` minus `sequence`, which the outbox numbers per
+key when it stores them.
 """
 
 from __future__ import annotations

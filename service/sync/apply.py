@@ -4,10 +4,10 @@ The I/O around the pure rules (`rules.plan_batch`): lock and read the stored ver
 records the events touch, plan newest-wins, re-check the single-school rule for the applied
 events against the roster as it was (alerts, with their messages), then write the winning rows
 and their memberships and append their downstream messages to the outbox (none for a write that
-leaves its record exactly as stored). The caller (the
-roster consumer, consumers/roster.py) owns the rest: decoding, the district locks and the skip of
-settled events before this runs, the savepoint around it, retrying events one by one, dead
-letters, and recording each event's outcome.
+leaves its record exactly as stored). The caller (the roster consumer, consumers/roster.py) owns
+the rest: decoding, the district locks and the skip of settled events before this runs, the
+savepoint around it, retrying events one by one, dead letters, and recording each event's
+outcome.
 """
 
 from __future__ import annotations

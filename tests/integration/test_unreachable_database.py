@@ -6,13 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 
-from service.paths import project_root
+from tests.support.pipeline import roster_logging
 from tests.support.services import Services
 
 PASSWORD = "pw-Sekr3t-0452"
@@ -29,15 +27,7 @@ def test_a_worker_waits_for_an_unreachable_database(services: Services, command:
         "ROSTER_CONSUMER_METRICS_PORT": "0",
         "ROSTER_RELAY_METRICS_PORT": "0",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", command],
-        cwd=project_root(),
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = roster_logging(command, env)
     assert process.stderr is not None
     wanted = f"cannot reach the database at 127.0.0.1:{port}/roster (Connection refused)"
     lines: list[str] = []

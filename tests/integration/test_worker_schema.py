@@ -6,14 +6,12 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 
 from service.db.migrate import upgrade
-from service.paths import project_root
+from tests.support.pipeline import roster_logging
 from tests.support.services import Services, create_database, drop_database
 
 
@@ -51,15 +49,7 @@ def test_a_consumer_waits_for_the_schema_then_starts_once_migrated(services: Ser
         "ROSTER_CONSUMER_GROUP": f"schema-{uuid.uuid4().hex[:8]}",
         "ROSTER_CONSUMER_METRICS_PORT": "0",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", "consume"],
-        cwd=project_root(),
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = roster_logging("consume", env)
     assert process.stderr is not None
     lines = _lines(process.stderr)
     seen: list[str] = []

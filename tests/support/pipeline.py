@@ -214,6 +214,19 @@ class NoDeadLetters:
         raise AssertionError(f"unexpected dead letters: {poison}")
 
 
+def roster_logging(command: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """`roster <command>` with exactly `env`, its log (stderr) piped as text for the test."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "service", command],
+        cwd=project_root(),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def roster_process(services: Services, command: str, **env: str) -> subprocess.Popen[bytes]:
     """`roster <command>` as its own process on the test broker and database (quiet, no
     metrics port); `env` adds settings, e.g. ROSTER_CONSUMER_GROUP."""
